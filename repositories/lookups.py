@@ -1,0 +1,218 @@
+"""Django-style lookups: `field__op=value` turned into SQLAlchemy expressions.
+
+A key is split on `__` and walked through the model's mapper: relationship names step into the
+related model (as an `EXISTS` subquery, so to-many relationships never duplicate rows), then a
+column attribute, then at most one operator (`exact` when none is given). Every name is checked
+against the mapper before any SQL is built, so a typo raises
+[`FieldError`][uow.errors.FieldError] naming it and the valid choices. Keys are only ever used to
+look attributes up; they never become SQL text, and values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, inspect
+from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
+
+from uow.errors import FieldError
+
+__all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_fields", "model_fields"]
+
+
+class EmptyResult(Exception):
+    """Raised internally when a lookup can match nothing (`in=[]`): the caller skips the SQL."""
+
+
+def _exact(column: Any, value: Any) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
+
+
+def _iexact(column: Any, value: Any) -> ColumnElement[bool]:
+    if value is None:
+        return column.is_(None)  # type: ignore[no-any-return]
+    return func.lower(column) == func.lower(_string(value, "iexact"))  # type: ignore[no-any-return]
+
+
+def _like(method: str) -> Callable[[Any, Any], ColumnElement[bool]]:
+    def build(column: Any, value: Any) -> ColumnElement[bool]:
+        # autoescape makes `%` and `_` in the value match literally.
+        return getattr(column, method)(_string(value, method), autoescape=True)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _in(column: Any, value: Any) -> ColumnElement[bool]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise FieldError(f"'in' takes a list, tuple or set of values, not {type(value).__name__}")
+    values = list(value)
+    if not values:
+        raise EmptyResult
+    return column.in_(values)  # type: ignore[no-any-return]
+
+
+def _range(column: Any, value: Any) -> ColumnElement[bool]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise FieldError(f"'range' takes a (low, high) pair, not {type(value).__name__}")
+    pair = list(value)
+    if len(pair) != 2:
+        raise FieldError(f"'range' takes a (low, high) pair, got {len(pair)} values")
+    return column.between(pair[0], pair[1])  # type: ignore[no-any-return]
+
+
+def _isnull(column: Any, value: Any) -> ColumnElement[bool]:
+    if not isinstance(value, bool):
+        raise FieldError(f"'isnull' takes True or False, not {value!r}")
+    return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
+
+
+def _compare(method: str) -> Callable[[Any, Any], ColumnElement[bool]]:
+    def build(column: Any, value: Any) -> ColumnElement[bool]:
+        if value is None:
+            raise FieldError(f"'{method}' cannot compare with None; use isnull=True")
+        return getattr(column, method)(value)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _string(value: Any, op: str) -> str:
+    if not isinstance(value, str):
+        raise FieldError(f"'{op}' takes a string, not {type(value).__name__}")
+    return value
+
+
+OPERATORS: Mapping[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+    "exact": _exact,
+    "iexact": _iexact,
+    "contains": _like("contains"),
+    "icontains": _like("icontains"),
+    "startswith": _like("startswith"),
+    "istartswith": _like("istartswith"),
+    "endswith": _like("endswith"),
+    "iendswith": _like("iendswith"),
+    "in": _in,
+    "gt": _compare("__gt__"),
+    "gte": _compare("__ge__"),
+    "lt": _compare("__lt__"),
+    "lte": _compare("__le__"),
+    "range": _range,
+    "isnull": _isnull,
+}
+"""The lookup operators by Django name (`exact` is used when a key names none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    columns: frozenset[str]
+    relationships: Mapping[str, RelationshipProperty[Any]]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.columns | self.relationships.keys())
+
+
+def _mapper(model: type[Any]) -> Mapper[Any]:
+    mapper = inspect(model, raiseerr=False)
+    if not isinstance(mapper, Mapper):
+        raise TypeError(f"{model!r} is not a mapped SQLAlchemy class")
+    return mapper
+
+
+@cache
+def _fields(model: type[Any]) -> _Fields:
+    mapper = _mapper(model)
+    columns = frozenset(p.key for p in mapper.attrs if isinstance(p, ColumnProperty))
+    relationships = {p.key: p for p in mapper.attrs if isinstance(p, RelationshipProperty)}
+    return _Fields(columns, relationships)
+
+
+def model_fields(model: type[Any]) -> list[str]:
+    """The attribute names of `model` that lookups and values may use, sorted."""
+    return _fields(model).names
+
+
+def check_fields(model: type[Any], names: Iterable[str]) -> None:
+    """Raise `FieldError` if any of `names` is not a mapped attribute of `model`."""
+    fields = _fields(model)
+    for name in names:
+        if name not in fields.columns and name not in fields.relationships:
+            raise FieldError(
+                f"{model.__name__} has no field {name!r}; valid fields: {', '.join(fields.names)}"
+            )
+
+
+def build_conditions(model: type[Any], lookups: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+    """Turn `{"age__gte": 18, ...}` into SQLAlchemy conditions on `model`.
+
+    Raises:
+        FieldError: a key names an unknown field or operator, or a value has the wrong shape.
+        EmptyResult: a lookup can never match (`in` with no values); run no SQL.
+    """
+    return [_condition(model, key, value) for key, value in lookups.items()]
+
+
+def _condition(model: type[Any], key: str, value: Any) -> ColumnElement[bool]:
+    parts = key.split("__")
+    path: list[RelationshipProperty[Any]] = []
+    current = model
+    for index, part in enumerate(parts):
+        fields = _fields(current)
+        rest = parts[index + 1 :]
+        if part in fields.columns:
+            op = _operator(key, current, rest)
+            condition = OPERATORS[op](getattr(current, part), value)
+            return _through(path, condition)
+        if part in fields.relationships:
+            relationship = fields.relationships[part]
+            if not rest or (len(rest) == 1 and rest[0] in ("exact", "isnull")):
+                condition = _relationship_condition(current, part, rest, value)
+                return _through(path, condition)
+            path.append(relationship)
+            current = relationship.mapper.class_
+            continue
+        where = f" (in {current.__name__}, reached through {key!r})" if path else ""
+        raise FieldError(
+            f"{current.__name__} has no field {part!r}{where}; valid fields: {', '.join(fields.names)}"
+        )
+    raise FieldError(f"lookup {key!r} ends at a relationship; name a field of it")
+
+
+def _operator(key: str, model: type[Any], rest: list[str]) -> str:
+    if not rest:
+        return "exact"
+    if len(rest) == 1 and rest[0] in OPERATORS:
+        return rest[0]
+    if rest[0] in OPERATORS:
+        raise FieldError(f"lookup {key!r} has something after its operator {rest[0]!r}")
+    raise FieldError(
+        f"{rest[0]!r} in {key!r} is not a lookup operator nor a relationship of "
+        f"{model.__name__}; valid operators: {', '.join(OPERATORS)}"
+    )
+
+
+def _relationship_condition(
+    model: type[Any], name: str, rest: list[str], value: Any
+) -> ColumnElement[bool]:
+    attribute = getattr(model, name)
+    if rest and rest[0] == "isnull":
+        if not isinstance(value, bool):
+            raise FieldError(f"'isnull' takes True or False, not {value!r}")
+        exists = attribute.has() if not attribute.property.uselist else attribute.any()
+        return ~exists if value else exists  # type: ignore[no-any-return]
+    if attribute.property.uselist:
+        raise FieldError(f"{model.__name__}.{name} is a collection; filter on one of its fields")
+    return attribute == value  # type: ignore[no-any-return]
+
+
+def _through(
+    path: list[RelationshipProperty[Any]], condition: ColumnElement[bool]
+) -> ColumnElement[bool]:
+    # Innermost first: Post.author.has(User.org.has(Org.name == x)). EXISTS, never a JOIN,
+    # so a to-many step cannot multiply the rows of the outer query.
+    for relationship in reversed(path):
+        attribute = relationship.class_attribute
+        condition = attribute.any(condition) if relationship.uselist else attribute.has(condition)
+    return condition

@@ -1,0 +1,104 @@
+"""The context-local session registry behind `db.s`.
+
+SQLAlchemy's `scoped_session` keeps one session per thread. We keep one per *context*
+(`contextvars`), which is right for threads and for asyncio tasks alike: a new thread starts with
+no session; a task copies its creator's context, so a task created inside a unit of work sees that
+session (and must not use it concurrently), while tasks started from a context without a session
+each make their own.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy.orm import scoped_session
+
+from uow.session import Session
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pydantic import BaseModel
+    from sqlalchemy.orm import sessionmaker
+
+__all__ = ["ContextRegistry", "ScopedSession"]
+
+S = TypeVar("S")
+M = TypeVar("M")
+
+
+class ContextRegistry(Generic[S]):
+    """`scoped_session`'s registry protocol (`__call__`, `has`, `set`, `clear`) over a ContextVar.
+
+    The stored value records the process id: a forked child never reuses (or closes) a session
+    inherited from its parent, whose connection belongs to the parent.
+    """
+
+    def __init__(self, createfunc: Callable[[], S], name: str) -> None:
+        self.createfunc = createfunc
+        self._var: ContextVar[tuple[int, S] | None] = ContextVar(name, default=None)
+
+    def __call__(self) -> S:
+        value = self._get()
+        if value is None:
+            value = self.createfunc()
+            self._var.set((os.getpid(), value))
+        return value
+
+    def _get(self) -> S | None:
+        stored = self._var.get()
+        if stored is None or stored[0] != os.getpid():
+            return None
+        return stored[1]
+
+    def has(self) -> bool:
+        return self._get() is not None
+
+    def set(self, obj: S) -> None:
+        self._var.set((os.getpid(), obj))
+
+    def clear(self) -> None:
+        self._var.set(None)
+
+
+class ScopedSession(scoped_session[Session]):
+    """`db.s`: a proxy to the current context's session, with our seed helpers proxied too.
+
+    `db.s()` returns the session itself; `db.s.remove()` closes and forgets it (call it at the end
+    of every web request or job). Everything `scoped_session` proxies (`execute`, `add`, `get`,
+    `scalars`, ...) works as documented by SQLAlchemy.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], name: str) -> None:
+        super().__init__(session_factory)
+        self.registry = ContextRegistry(session_factory, name)  # type: ignore[assignment]
+
+    def all(self, model: type[M], /, **lookups: Any) -> list[M]:
+        """Proxy for [`Session.all`][uow.Session.all] on the current session."""
+        return self.registry().all(model, **lookups)
+
+    def first(self, model: type[M], /, **lookups: Any) -> M | None:
+        """Proxy for [`Session.first`][uow.Session.first] on the current session."""
+        return self.registry().first(model, **lookups)
+
+    def create(
+        self, model: type[M], data: BaseModel | dict[str, Any] | None = None, /, **attrs: Any
+    ) -> M:
+        """Proxy for [`Session.create`][uow.Session.create] on the current session."""
+        return self.registry().create(model, data, **attrs)
+
+    def first_or_create(
+        self, model: type[M], /, defaults: BaseModel | dict[str, Any] | None = None, **attrs: Any
+    ) -> M:
+        """Proxy for [`Session.first_or_create`][uow.Session.first_or_create]."""
+        return self.registry().first_or_create(model, defaults, **attrs)
+
+    def create_or_first(
+        self, model: type[M], /, defaults: BaseModel | dict[str, Any] | None = None, **attrs: Any
+    ) -> M:
+        """Proxy for [`Session.create_or_first`][uow.Session.create_or_first]."""
+        return self.registry().create_or_first(model, defaults, **attrs)
+
+

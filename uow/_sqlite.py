@@ -1,0 +1,45 @@
+"""SQLite engine set-up: working SAVEPOINTs, WAL, a busy timeout, foreign keys.
+
+pysqlite begins transactions itself, late and only before DML, which breaks SAVEPOINT and
+transactional DDL. As SQLAlchemy's docs describe ("Serializable isolation / Savepoints /
+Transactional DDL"), we switch its handling off and emit BEGIN from SQLAlchemy's `begin` event.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import event
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Connection, Engine
+
+TransactionMode = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
+
+
+def is_file_database(url: URL) -> bool:
+    """Whether a SQLite URL names a file (WAL applies) rather than an in-memory database."""
+    database = url.database or ""
+    return database not in ("", ":memory:") and url.query.get("mode") != "memory"
+
+
+def configure(engine: Engine, transaction_mode: TransactionMode) -> None:
+    """Install the connect/begin hooks on a pysqlite engine."""
+    wal = is_file_database(engine.url)
+    begin = "BEGIN" if transaction_mode == "DEFERRED" else f"BEGIN {transaction_mode}"
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop pysqlite from emitting BEGIN (and COMMIT before DDL) on its own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if wal:
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)

@@ -1,0 +1,106 @@
+"""`Database`: the engine, the session factory and the context-local session of one database."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import sessionmaker
+
+from uow import _fork, _sqlite
+from uow._scoped import ScopedSession
+from uow.session import Session
+
+if TYPE_CHECKING:
+    from uow._sqlite import TransactionMode
+    from uow.unit_of_work import _Stack
+
+__all__ = ["Database"]
+
+_ids = itertools.count(1)
+
+# Seconds a SQLite connection waits for another writer's lock before "database is locked".
+DEFAULT_SQLITE_TIMEOUT = 30.0
+
+
+class Database:
+    """One database: its engine, a session factory and the context-local session `db.s`.
+
+    Creating a Database opens no connection. Sessions it makes use `expire_on_commit=False` by
+    default: objects loaded in a unit of work keep their loaded attributes after the commit, so
+    they can be turned into pydantic schemas (or returned from a service) once the block has
+    closed, without a `DetachedInstanceError` or a SELECT per object. Pass
+    `session_options={"expire_on_commit": True}` to get SQLAlchemy's default back.
+
+    Every SQLite engine gets working SAVEPOINTs and enforced foreign keys; file databases also
+    get WAL and a 30 s busy timeout. Transactions on SQLite begin with `BEGIN IMMEDIATE` by
+    default (`sqlite_transaction_mode`), so concurrent writers queue on the database lock instead
+    of failing with "database is locked" when a read turns into a write. Every engine is made
+    safe across `os.fork()`: a child process drops the inherited pool without closing the
+    parent's connections.
+
+    Args:
+        url: a SQLAlchemy URL, e.g. `"sqlite:///app.db"` or `"postgresql+psycopg://..."`.
+        engine_options: keyword arguments for `sqlalchemy.create_engine` (copied, never mutated).
+        session_options: keyword arguments for the `sessionmaker` (copied, never mutated).
+        sqlite_transaction_mode: how SQLite transactions begin: `"IMMEDIATE"` (the default:
+            take the write lock at BEGIN), `"DEFERRED"` (SQLite's own default) or `"EXCLUSIVE"`.
+
+    Examples:
+        ```python
+        db = Database("sqlite:///app.db")
+        db.create_all(Base.metadata)
+        with db.Session() as session, session.begin():
+            session.add(User(email="ada@example.com", name="Ada"))
+        ```
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        engine_options: Mapping[str, Any] | None = None,
+        session_options: Mapping[str, Any] | None = None,
+        *,
+        sqlite_transaction_mode: TransactionMode = "IMMEDIATE",
+    ) -> None:
+        self.url: URL = make_url(url)
+        options = dict(engine_options or {})
+        is_sqlite = self.url.get_backend_name() == "sqlite"
+        if is_sqlite and self.url.get_driver_name() in ("pysqlite", ""):
+            connect_args = dict(options.get("connect_args") or {})
+            connect_args.setdefault("timeout", DEFAULT_SQLITE_TIMEOUT)
+            options["connect_args"] = connect_args
+        self.engine: Engine = create_engine(self.url, **options)
+        if is_sqlite:
+            _sqlite.configure(self.engine, sqlite_transaction_mode)
+        _fork.make_fork_safe(self.engine)
+
+        factory_options: dict[str, Any] = {"expire_on_commit": False}
+        factory_options.update(session_options or {})
+        self.Session: sessionmaker[Session] = sessionmaker(
+            bind=self.engine, class_=Session, **factory_options
+        )
+        number = next(_ids)
+        self.s: ScopedSession = ScopedSession(self.Session, f"uow_session_{number}")
+        # The unit-of-work stack of each context: an immutable tuple, replaced (never mutated)
+        # on every enter/exit, so contexts copied from one another cannot corrupt each other.
+        self._stack: ContextVar[_Stack] = ContextVar(f"uow_stack_{number}", default=(0, ()))
+
+    def create_all(self, metadata: MetaData) -> None:
+        """Create the tables of `metadata` that do not exist yet."""
+        metadata.create_all(self.engine)
+
+    def drop_all(self, metadata: MetaData) -> None:
+        """Drop the tables of `metadata` that exist."""
+        metadata.drop_all(self.engine)
+
+    def dispose(self) -> None:
+        """Close the pool's connections (`engine.dispose()`); the Database stays usable."""
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"

@@ -1,0 +1,315 @@
+"""`UnitOfWork`: one transaction per outermost `with uow:` block, savepoints when nested.
+
+The design follows Django's `atomic`. The transaction belongs to the pair (context, Database),
+not to a UnitOfWork object: each context keeps a stack of frames for each Database in a
+ContextVar. The outermost frame owns the session and its transaction; every nested frame owns
+a SAVEPOINT. Because the stack lives in the context, two UnitOfWork objects over one Database
+entered in the same context share the transaction, and one UnitOfWork object (a container
+Singleton, say) can serve many threads or tasks at once: each sees only its own stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, Self, get_args, get_origin, get_type_hints
+
+from uow.errors import UnitOfWorkError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from sqlalchemy.orm import SessionTransaction
+
+    from uow.database import Database
+    from uow.session import Session
+
+__all__ = ["UnitOfWork"]
+
+logger = logging.getLogger("uow")
+
+_OUTSIDE = "use it inside a `with uow:` block"
+
+
+@dataclass(eq=False, slots=True)
+class _Frame:
+    session: Session
+    savepoint: SessionTransaction | None  # None for the outermost frame
+    callbacks: list[tuple[Callable[[], object], bool]] = field(default_factory=list)
+    rollback_only: bool = False
+    repositories: dict[Any, Any] = field(default_factory=dict)
+
+
+# (pid that built the stack, frames outermost first). A child forked inside a block must not
+# touch its parent's frames, so a stack from another pid reads as empty.
+_Stack = tuple[int, tuple[_Frame, ...]]
+
+
+class UnitOfWork:
+    """A transaction boundary with typed repositories, used as `with uow:`.
+
+    Declare repositories as class annotations; each is built once per transaction, on its session:
+
+    ```python
+    class AppUnitOfWork(UnitOfWork):
+        users: UserRepository
+        posts: Repository[Post]
+
+    uow = AppUnitOfWork(db)
+    with uow:
+        user = uow.users.first_or_create(email="ada@example.com", defaults={"name": "Ada"})
+        uow.on_commit(lambda: print("committed", user.id))
+    ```
+
+    The outermost block begins a transaction on the context's session (`db.s()`); a clean exit
+    commits, an exception rolls back and re-raises, and the session is always closed and
+    removed. A nested block (this or another UnitOfWork over the same Database) is a SAVEPOINT:
+    an exception inside it rolls back to the savepoint only. If the context's session already
+    had a transaction when the outermost block began (you used `db.s` before), the block takes
+    that transaction over, and its commit or rollback covers the earlier work too.
+
+    Annotations are resolved with `typing.get_type_hints` in the module that defines the class,
+    so the repository classes must be importable there (string annotations included).
+
+    Args:
+        database: the Database whose context-local session the unit of work uses.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    # -- the stack of this context --------------------------------------------------------------
+
+    def _frames(self) -> tuple[_Frame, ...]:
+        pid, frames = self.database._stack.get()
+        return frames if pid == os.getpid() else ()
+
+    def _set_frames(self, frames: tuple[_Frame, ...]) -> None:
+        self.database._stack.set((os.getpid(), frames))
+
+    def _innermost(self, what: str) -> _Frame:
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(f"{what} needs an open unit of work; {_OUTSIDE}")
+        return frames[-1]
+
+    @property
+    def in_block(self) -> bool:
+        """Whether this context is inside a `with` block of a unit of work over this Database."""
+        return bool(self._frames())
+
+    @property
+    def session(self) -> Session:
+        """The session of the current block (the same object as `db.s()` inside it).
+
+        Raises:
+            UnitOfWorkError: outside a `with uow:` block.
+        """
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(f"uow.session is only available in a block; {_OUTSIDE}")
+        return frames[0].session
+
+    # -- entering and leaving -------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        frames = self._frames()
+        if frames:
+            session = frames[0].session
+            frame = _Frame(session, session.begin_nested())
+        else:
+            session = self.database.s()
+            if not session.in_transaction():
+                session.begin()
+            frame = _Frame(session, None)
+        self._set_frames((*frames, frame))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError("`with uow:` exited in another context than it was entered")
+        *outer, frame = frames
+        # Pop first: whatever happens below, this context is out of the block.
+        self._set_frames(tuple(outer))
+        failed = exc_type is not None
+        if outer:
+            _leave_savepoint(frame, outer[-1], failed)
+            return
+        committed = False
+        try:
+            committed = _leave_transaction(frame, failed)
+        finally:
+            self.database.s.remove()
+        if committed:
+            _run_callbacks(frame.callbacks)
+
+    # -- inside a block -------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Commit the work so far, run the on_commit callbacks so far, and begin again.
+
+        Raises:
+            UnitOfWorkError: outside a block, or inside a nested block (a savepoint cannot be
+                committed on its own; leave the nested block instead).
+        """
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(f"uow.commit() needs an open unit of work; {_OUTSIDE}")
+        if len(frames) > 1:
+            raise UnitOfWorkError(
+                "uow.commit() is only allowed in the outermost `with uow:` block: a nested block "
+                "is a savepoint, which commits with its outer transaction"
+            )
+        frame = frames[0]
+        frame.session.commit()
+        callbacks, frame.callbacks = frame.callbacks, []
+        frame.session.begin()
+        _run_callbacks(callbacks)
+
+    def rollback(self) -> None:
+        """Roll back the innermost block's work (its savepoint when nested) and go on in it.
+
+        Callbacks registered in that block are dropped.
+
+        Raises:
+            UnitOfWorkError: outside a block.
+        """
+        frame = self._innermost("uow.rollback()")
+        if frame.savepoint is None:
+            frame.session.rollback()
+            frame.session.begin()
+        else:
+            if frame.savepoint.is_active:
+                frame.savepoint.rollback()
+            frame.savepoint = frame.session.begin_nested()
+        frame.callbacks.clear()
+        frame.rollback_only = False
+
+    def set_rollback(self, rollback: bool) -> None:
+        """Make a clean exit of the innermost block roll back (`True`) or commit (`False`).
+
+        Raises:
+            UnitOfWorkError: outside a block.
+        """
+        self._innermost("uow.set_rollback()").rollback_only = rollback
+
+    def on_commit(self, callback: Callable[[], object], robust: bool = False) -> None:
+        """Run `callback` after the outermost transaction commits; never after a rollback.
+
+        Callbacks run first in, first out, after the session is closed, so they may open units
+        of work of their own. A callback registered in a savepoint that rolls back is dropped.
+        With `robust=True` an exception from the callback is logged and the next one runs;
+        otherwise it propagates and the remaining callbacks are skipped (the data is committed).
+
+        Raises:
+            UnitOfWorkError: outside a block.
+        """
+        self._innermost("uow.on_commit()").callbacks.append((callback, robust))
+
+    # -- repositories ---------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names not found normally: the annotated repositories.
+        factories = _repository_factories(type(self))
+        if name not in factories:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(
+                f"{type(self).__name__}.{name} is only available inside a block: "
+                f"write `with uow:` and use uow.{name} in it"
+            )
+        key, build = factories[name]
+        cache_ = frames[0].repositories
+        repository = cache_.get(key)
+        if repository is None:
+            repository = cache_[key] = build(frames[0].session)
+        return repository
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} over {self.database!r}>"
+
+
+def _leave_savepoint(frame: _Frame, parent: _Frame, failed: bool) -> None:
+    savepoint = frame.savepoint
+    if savepoint is None or not savepoint.is_active:
+        return
+    if failed or frame.rollback_only:
+        _rollback(savepoint.rollback, raise_errors=not failed)
+        return
+    try:
+        savepoint.commit()  # RELEASE SAVEPOINT, after flushing the block's pending changes
+    except BaseException:
+        _rollback(savepoint.rollback, raise_errors=False)
+        raise
+    parent.callbacks.extend(frame.callbacks)
+
+
+def _leave_transaction(frame: _Frame, failed: bool) -> bool:
+    """Commit or roll back the outermost transaction; True when it committed."""
+    session = frame.session
+    if failed or frame.rollback_only:
+        _rollback(session.rollback, raise_errors=not failed)
+        return False
+    try:
+        session.commit()
+    except BaseException:
+        _rollback(session.rollback, raise_errors=False)
+        raise
+    return True
+
+
+def _rollback(rollback: Callable[[], None], raise_errors: bool) -> None:
+    """Roll back; with an exception already on its way, a failed rollback is only logged."""
+    try:
+        rollback()
+    except Exception:
+        if raise_errors:
+            raise
+        # Never hide the original exception behind a secondary failure.
+        logger.exception("rollback failed while handling another exception")
+
+
+def _run_callbacks(callbacks: list[tuple[Callable[[], object], bool]]) -> None:
+    for callback, robust in callbacks:
+        if not robust:
+            callback()
+            continue
+        try:
+            callback()
+        except Exception:
+            logger.exception("on_commit callback %r failed", callback)
+
+
+@cache
+def _repository_factories(
+    cls: type[UnitOfWork],
+) -> dict[str, tuple[Any, Callable[[Session], Any]]]:
+    """The repository annotations of `cls`: name -> (cache key, builder from a session)."""
+    from repositories.repository import Repository  # not at module level: circular import
+
+    try:
+        hints = get_type_hints(cls)
+    except NameError as error:
+        raise UnitOfWorkError(
+            f"cannot resolve the annotations of {cls.__name__} in module {cls.__module__}: "
+            f"{error}. Repository types must be importable in the module defining the class."
+        ) from error
+    factories: dict[str, tuple[Any, Callable[[Session], Any]]] = {}
+    for name, hint in hints.items():
+        origin, args = get_origin(hint), get_args(hint)
+        if isinstance(hint, type) and issubclass(hint, Repository):
+            factories[name] = (hint, hint)
+        elif isinstance(origin, type) and issubclass(origin, Repository) and args:
+            model = args[0]
+            factories[name] = (hint, lambda session, o=origin, m=model: o(session, m))
+    return factories
