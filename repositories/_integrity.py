@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import IntegrityError
 
 # SQLSTATE 23505 is unique_violation (PostgreSQL; psycopg 3 says `sqlstate`, psycopg2 `pgcode`).
 _UNIQUE_SQLSTATE = "23505"

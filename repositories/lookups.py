@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import ColumnElement, func, inspect
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
@@ -28,13 +28,14 @@ class EmptyResult(Exception):
 
 
 def _exact(column: Any, value: Any) -> ColumnElement[bool]:
-    return column.is_(None) if value is None else column == value  # type: ignore[no-any-return]
+    result: ColumnElement[bool] = column.is_(None) if value is None else column == value
+    return result
 
 
 def _iexact(column: Any, value: Any) -> ColumnElement[bool]:
     if value is None:
         return column.is_(None)  # type: ignore[no-any-return]
-    return func.lower(column) == func.lower(_string(value, "iexact"))  # type: ignore[no-any-return]
+    return func.lower(column) == func.lower(_string(value, "iexact"))
 
 
 def _like(method: str) -> Callable[[Any, Any], ColumnElement[bool]]:
@@ -121,12 +122,17 @@ def _mapper(model: type[Any]) -> Mapper[Any]:
     return mapper
 
 
-@cache
+_cache: WeakKeyDictionary[type[Any], _Fields] = WeakKeyDictionary()
+
+
 def _fields(model: type[Any]) -> _Fields:
-    mapper = _mapper(model)
-    columns = frozenset(p.key for p in mapper.attrs if isinstance(p, ColumnProperty))
-    relationships = {p.key: p for p in mapper.attrs if isinstance(p, RelationshipProperty)}
-    return _Fields(columns, relationships)
+    fields = _cache.get(model)
+    if fields is None:
+        mapper = _mapper(model)
+        columns = frozenset(p.key for p in mapper.attrs if isinstance(p, ColumnProperty))
+        relationships = {p.key: p for p in mapper.attrs if isinstance(p, RelationshipProperty)}
+        fields = _cache[model] = _Fields(columns, relationships)
+    return fields
 
 
 def model_fields(model: type[Any]) -> list[str]:
@@ -174,9 +180,8 @@ def _condition(model: type[Any], key: str, value: Any) -> ColumnElement[bool]:
             current = relationship.mapper.class_
             continue
         where = f" (in {current.__name__}, reached through {key!r})" if path else ""
-        raise FieldError(
-            f"{current.__name__} has no field {part!r}{where}; valid fields: {', '.join(fields.names)}"
-        )
+        valid = ", ".join(fields.names)
+        raise FieldError(f"{current.__name__} has no field {part!r}{where}; valid fields: {valid}")
     raise FieldError(f"lookup {key!r} ends at a relationship; name a field of it")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, func, inspect, not_, select
@@ -11,6 +10,8 @@ from repositories.lookups import EmptyResult, build_conditions, check_fields
 from uow.errors import DoesNotExist, MultipleObjectsReturned
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from sqlalchemy.orm import Session
 
 __all__ = ["Query"]
@@ -53,14 +54,20 @@ class Query(Generic[ModelT]):
         """The mapped class this query returns."""
         return self._model
 
-    def _copy(self, **changes: Any) -> Query[ModelT]:
-        state = {
-            "where": self._where,
-            "order": self._order,
-            "empty": self._empty,
-        }
-        state.update(changes)
-        return Query(self._session, self._model, **state)
+    def _copy(
+        self,
+        *,
+        where: tuple[ColumnElement[bool], ...] | None = None,
+        order: tuple[Any, ...] | None = None,
+        empty: bool | None = None,
+    ) -> Query[ModelT]:
+        return Query(
+            self._session,
+            self._model,
+            self._where if where is None else where,
+            self._order if order is None else order,
+            self._empty if empty is None else empty,
+        )
 
     def filter(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Keep rows matching every lookup (and every raw SQLAlchemy expression given)."""
@@ -97,7 +104,7 @@ class Query(Generic[ModelT]):
             order.append(column.desc() if field.startswith("-") else column.asc())
         return self._copy(order=tuple(order))
 
-    def statement(self) -> Select[tuple[ModelT]]:
+    def statement(self) -> Select[Any]:
         """The SQLAlchemy `Select` this query runs, to extend with anything SQLAlchemy offers."""
         statement = select(self._model).where(*self._where)
         if self._order:
@@ -129,7 +136,7 @@ class Query(Generic[ModelT]):
             DoesNotExist: no row matches.
             MultipleObjectsReturned: more than one row matches.
         """
-        rows: Sequence[ModelT] = []
+        rows: Sequence[Any] = []
         if not self._empty:
             rows = self._session.scalars(self.statement().limit(2)).all()
         if not rows:
@@ -139,7 +146,8 @@ class Query(Generic[ModelT]):
                 f"more than one {self._model.__name__} matches the lookups; "
                 "narrow them, or use first()"
             )
-        return rows[0]
+        found: ModelT = rows[0]
+        return found
 
     def count(self) -> int:
         """How many rows match (`SELECT count(*)`)."""
@@ -161,5 +169,3 @@ class Query(Generic[ModelT]):
 
 def _primary_key(model: type[Any]) -> tuple[Any, ...]:
     return tuple(inspect(model).primary_key)
-
-

@@ -52,9 +52,9 @@ class Repository(Generic[ModelT]):
         for base in getattr(cls, "__orig_bases__", ()):
             origin = get_origin(base)
             args = get_args(base)
-            if isinstance(origin, type) and issubclass(origin, Repository) and args:
-                if isinstance(args[0], type):
-                    cls._model = args[0]
+            is_repository = isinstance(origin, type) and issubclass(origin, Repository)
+            if is_repository and args and isinstance(args[0], type):
+                cls._model = args[0]
 
     def __init__(self, session: Session, model: type[ModelT] | None = None) -> None:
         chosen = model if model is not None else type(self)._model
@@ -177,9 +177,7 @@ class Repository(Generic[ModelT]):
         values = self._create_values(attrs, defaults)
         return self._insert_or_find(values, lambda: self.first(**attrs))[0]
 
-    def get_or_create(
-        self, defaults: Values | None = None, **lookups: Any
-    ) -> tuple[ModelT, bool]:
+    def get_or_create(self, defaults: Values | None = None, **lookups: Any) -> tuple[ModelT, bool]:
         """Django's `get_or_create`: `(object, created)`.
 
         Looks the object up with `one(**lookups)`; if absent, creates it from the lookups that

@@ -100,5 +100,3 @@ class ScopedSession(scoped_session[Session]):
     ) -> M:
         """Proxy for [`Session.create_or_first`][uow.Session.create_or_first]."""
         return self.registry().create_or_first(model, defaults, **attrs)
-
-

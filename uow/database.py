@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,8 @@ from uow._scoped import ScopedSession
 from uow.session import Session
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from uow._sqlite import TransactionMode
     from uow.unit_of_work import _Stack
 

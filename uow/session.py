@@ -46,7 +46,9 @@ class Session(_SqlaSession):
         """Shortcut for `Repository(session, model).first(**lookups)`."""
         return _repository(self, model).first(**lookups)
 
-    def create(self, model: type[M], data: BaseModel | dict[str, Any] | None = None, /, **attrs: Any) -> M:
+    def create(
+        self, model: type[M], data: BaseModel | dict[str, Any] | None = None, /, **attrs: Any
+    ) -> M:
         """Shortcut for `Repository(session, model).create(data, **attrs)`."""
         return _repository(self, model).create(data, **attrs)
 

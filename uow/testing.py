@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sqlalchemy.engine import Engine
 
 __all__ = ["StatementLog", "count_statements"]
@@ -19,7 +20,7 @@ _IMPLICIT_BEGIN = frozenset({"BEGIN", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"})
 
 @dataclass
 class StatementLog:
-    """The statements an engine ran while [`count_statements`][uow.testing.count_statements] was open."""
+    """The statements an engine ran inside [`count_statements`][uow.testing.count_statements]."""
 
     statements: list[str] = field(default_factory=list)
 

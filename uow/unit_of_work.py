@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import cache
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self, get_args, get_origin, get_type_hints
+from weakref import WeakKeyDictionary
 
 from uow.errors import UnitOfWorkError
 
@@ -290,11 +291,23 @@ def _run_callbacks(callbacks: list[tuple[Callable[[], object], bool]]) -> None:
             logger.exception("on_commit callback %r failed", callback)
 
 
-@cache
-def _repository_factories(
-    cls: type[UnitOfWork],
-) -> dict[str, tuple[Any, Callable[[Session], Any]]]:
+def _build_generic(repository_class: type[Any], model: type[Any], session: Session) -> Any:
+    return repository_class(session, model)
+
+
+_Factories = dict[str, tuple[Any, "Callable[[Session], Any]"]]
+_factories: WeakKeyDictionary[type[UnitOfWork], _Factories] = WeakKeyDictionary()
+
+
+def _repository_factories(cls: type[UnitOfWork]) -> _Factories:
     """The repository annotations of `cls`: name -> (cache key, builder from a session)."""
+    factories = _factories.get(cls)
+    if factories is None:
+        factories = _factories[cls] = _resolve_factories(cls)
+    return factories
+
+
+def _resolve_factories(cls: type[UnitOfWork]) -> _Factories:
     from repositories.repository import Repository  # not at module level: circular import
 
     try:
@@ -304,12 +317,12 @@ def _repository_factories(
             f"cannot resolve the annotations of {cls.__name__} in module {cls.__module__}: "
             f"{error}. Repository types must be importable in the module defining the class."
         ) from error
-    factories: dict[str, tuple[Any, Callable[[Session], Any]]] = {}
+    factories: _Factories = {}
     for name, hint in hints.items():
         origin, args = get_origin(hint), get_args(hint)
         if isinstance(hint, type) and issubclass(hint, Repository):
             factories[name] = (hint, hint)
         elif isinstance(origin, type) and issubclass(origin, Repository) and args:
             model = args[0]
-            factories[name] = (hint, lambda session, o=origin, m=model: o(session, m))
+            factories[name] = (hint, partial(_build_generic, origin, model))
     return factories

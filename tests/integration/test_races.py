@@ -1,0 +1,103 @@
+"""Race safety of first_or_create / create_or_first with real concurrent callers.
+
+PostgreSQL: 8 processes, each calling the method for the same 150 keys in a rotated order, all
+released together by a barrier, each call its own unit of work. SQLite: the same with threads
+(SQLite serialises writers on its database lock; "database is locked" counts as an error).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.models import AppUnitOfWork, User
+from uow import Database
+
+WORKERS = 8
+KEYS = [f"user{n:03d}@example.com" for n in range(150)]
+METHODS = ["first_or_create", "create_or_first"]
+
+
+def _rotated(worker: int) -> list[str]:
+    shift = worker * len(KEYS) // WORKERS
+    return KEYS[shift:] + KEYS[:shift]
+
+
+def _call_each_key(db: Database, method: str, worker: int, wait: Callable[[], Any]) -> list[str]:
+    """Call `method` once per key, each in its own unit of work; return the errors seen."""
+    uow = AppUnitOfWork(db)
+    errors: list[str] = []
+    wait()
+    for email in _rotated(worker):
+        try:
+            with uow:
+                user = getattr(uow.users, method)(email=email, defaults={"name": f"w{worker}"})
+                assert user.email == email
+        except Exception as error:  # every failure is counted, not just integrity errors
+            errors.append(f"{type(error).__name__}: {error}")
+    return errors
+
+
+def _process_main(db: Database, method: str, worker: int, barrier: Any, results: Any) -> None:
+    try:
+        errors = _call_each_key(db, method, worker, barrier.wait)
+    except Exception as error:  # report, so the parent never waits for a result forever
+        errors = [f"worker crashed: {error!r}"]
+    results.put(errors)
+
+
+def _row_counts(db: Database) -> tuple[int, int]:
+    with db.Session() as session:
+        total = session.scalar(select(func.count()).select_from(User))
+        distinct = session.scalar(select(func.count(func.distinct(User.email))))
+    return int(total or 0), int(distinct or 0)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("method", METHODS)
+def test_processes_racing_on_postgresql_create_each_row_once_without_errors(
+    db: Database, method: str
+) -> None:
+    db.dispose()  # children start from an empty pool either way; keep the parent's clean
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(WORKERS)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_process_main, args=(db, method, worker, barrier, results))
+        for worker in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    errors = [error for _ in processes for error in results.get(timeout=240)]
+    for process in processes:
+        process.join(timeout=60)
+
+    assert errors == []
+    assert [process.exitcode for process in processes] == [0] * WORKERS
+    assert _row_counts(db) == (len(KEYS), len(KEYS))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("method", METHODS)
+def test_threads_racing_on_sqlite_create_each_row_once_without_errors(
+    db: Database, method: str
+) -> None:
+    barrier = threading.Barrier(WORKERS)
+    errors: list[str] = []
+
+    def run(worker: int) -> None:
+        errors.extend(_call_each_key(db, method, worker, barrier.wait))
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert _row_counts(db) == (len(KEYS), len(KEYS))
