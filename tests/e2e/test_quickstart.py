@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
 
 from tests.conftest import postgres_url
 
@@ -39,8 +40,6 @@ def test_quickstart_on_a_sqlite_file_tells_the_story(tmp_path: Path) -> None:
 
 def test_quickstart_runs_on_postgresql(tmp_path: Path) -> None:
     url = postgres_url()
-    from sqlalchemy import create_engine, text
-
     engine = create_engine(url)
     with engine.begin() as connection:  # start from an empty schema
         connection.execute(text("DROP SCHEMA public CASCADE"))
