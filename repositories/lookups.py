@@ -27,26 +27,51 @@ class EmptyResult(Exception):
     """Raised internally when a lookup can match nothing (`in=[]`): the caller skips the SQL."""
 
 
-def _exact(column: Any, value: Any) -> ColumnElement[bool]:
+_Op = Callable[[Any, Any, str], ColumnElement[bool]]
+
+
+def _exact(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     result: ColumnElement[bool] = column.is_(None) if value is None else column == value
     return result
 
 
-def _iexact(column: Any, value: Any) -> ColumnElement[bool]:
+def _iexact(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     if value is None:
         return column.is_(None)  # type: ignore[no-any-return]
     return func.lower(column) == func.lower(_string(value, "iexact"))
 
 
-def _like(method: str) -> Callable[[Any, Any], ColumnElement[bool]]:
-    def build(column: Any, value: Any) -> ColumnElement[bool]:
-        # autoescape makes `%` and `_` in the value match literally.
-        return getattr(column, method)(_string(value, method), autoescape=True)  # type: ignore[no-any-return]
+def _case_sensitive(kind: str) -> _Op:
+    """contains / startswith / endswith, case-sensitive on every database.
+
+    SQLite's LIKE ignores ASCII case, so there we compare with instr()/substr() instead (no
+    wildcards involved); elsewhere LIKE with `%` and `_` escaped (autoescape).
+    """
+
+    def build(column: Any, value: Any, dialect: str) -> ColumnElement[bool]:
+        text = _string(value, kind)
+        if dialect != "sqlite":
+            return getattr(column, kind)(text, autoescape=True)  # type: ignore[no-any-return]
+        if not text:
+            return column.is_not(None)  # type: ignore[no-any-return]
+        if kind == "contains":
+            return func.instr(column, text) > 0
+        start = 1 if kind == "startswith" else -len(text)
+        return func.substr(column, start, len(text)) == text
 
     return build
 
 
-def _in(column: Any, value: Any) -> ColumnElement[bool]:
+def _case_insensitive(method: str) -> _Op:
+    def build(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+        # lower(x) LIKE lower(y) (ILIKE on PostgreSQL); autoescape makes % and _ literal.
+        text = _string(value, method)
+        return getattr(column, method)(text, autoescape=True)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _in(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise FieldError(f"'in' takes a list, tuple or set of values, not {type(value).__name__}")
     values = list(value)
@@ -55,25 +80,27 @@ def _in(column: Any, value: Any) -> ColumnElement[bool]:
     return column.in_(values)  # type: ignore[no-any-return]
 
 
-def _range(column: Any, value: Any) -> ColumnElement[bool]:
+def _range(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise FieldError(f"'range' takes a (low, high) pair, not {type(value).__name__}")
     pair = list(value)
     if len(pair) != 2:
         raise FieldError(f"'range' takes a (low, high) pair, got {len(pair)} values")
+    if pair[0] is None or pair[1] is None:
+        raise FieldError("'range' bounds cannot be None")
     return column.between(pair[0], pair[1])  # type: ignore[no-any-return]
 
 
-def _isnull(column: Any, value: Any) -> ColumnElement[bool]:
+def _isnull(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     if not isinstance(value, bool):
         raise FieldError(f"'isnull' takes True or False, not {value!r}")
     return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
 
 
-def _compare(method: str) -> Callable[[Any, Any], ColumnElement[bool]]:
-    def build(column: Any, value: Any) -> ColumnElement[bool]:
+def _compare(op: str, method: str) -> _Op:
+    def build(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
         if value is None:
-            raise FieldError(f"'{method}' cannot compare with None; use isnull=True")
+            raise FieldError(f"'{op}' cannot compare with None; use isnull=True")
         return getattr(column, method)(value)  # type: ignore[no-any-return]
 
     return build
@@ -85,20 +112,20 @@ def _string(value: Any, op: str) -> str:
     return value
 
 
-OPERATORS: Mapping[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+OPERATORS: Mapping[str, _Op] = {
     "exact": _exact,
     "iexact": _iexact,
-    "contains": _like("contains"),
-    "icontains": _like("icontains"),
-    "startswith": _like("startswith"),
-    "istartswith": _like("istartswith"),
-    "endswith": _like("endswith"),
-    "iendswith": _like("iendswith"),
+    "contains": _case_sensitive("contains"),
+    "icontains": _case_insensitive("icontains"),
+    "startswith": _case_sensitive("startswith"),
+    "istartswith": _case_insensitive("istartswith"),
+    "endswith": _case_sensitive("endswith"),
+    "iendswith": _case_insensitive("iendswith"),
     "in": _in,
-    "gt": _compare("__gt__"),
-    "gte": _compare("__ge__"),
-    "lt": _compare("__lt__"),
-    "lte": _compare("__le__"),
+    "gt": _compare("gt", "__gt__"),
+    "gte": _compare("gte", "__ge__"),
+    "lt": _compare("lt", "__lt__"),
+    "lte": _compare("lte", "__le__"),
     "range": _range,
     "isnull": _isnull,
 }
@@ -150,17 +177,22 @@ def check_fields(model: type[Any], names: Iterable[str]) -> None:
             )
 
 
-def build_conditions(model: type[Any], lookups: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+def build_conditions(
+    model: type[Any], lookups: Mapping[str, Any], dialect: str = "default"
+) -> list[ColumnElement[bool]]:
     """Turn `{"age__gte": 18, ...}` into SQLAlchemy conditions on `model`.
+
+    `dialect` is the database's dialect name (`"sqlite"`, `"postgresql"`, ...): a few operators
+    need a different expression on SQLite to mean the same thing.
 
     Raises:
         FieldError: a key names an unknown field or operator, or a value has the wrong shape.
         EmptyResult: a lookup can never match (`in` with no values); run no SQL.
     """
-    return [_condition(model, key, value) for key, value in lookups.items()]
+    return [_condition(model, key, value, dialect) for key, value in lookups.items()]
 
 
-def _condition(model: type[Any], key: str, value: Any) -> ColumnElement[bool]:
+def _condition(model: type[Any], key: str, value: Any, dialect: str) -> ColumnElement[bool]:
     parts = key.split("__")
     path: list[RelationshipProperty[Any]] = []
     current = model
@@ -169,7 +201,7 @@ def _condition(model: type[Any], key: str, value: Any) -> ColumnElement[bool]:
         rest = parts[index + 1 :]
         if part in fields.columns:
             op = _operator(key, current, rest)
-            condition = OPERATORS[op](getattr(current, part), value)
+            condition = OPERATORS[op](getattr(current, part), value, dialect)
             return _through(path, condition)
         if part in fields.relationships:
             relationship = fields.relationships[part]

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from sqlalchemy import ColumnElement, Select, and_, func, inspect, not_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    false,
+    func,
+    inspect,
+    not_,
+    select,
+    update,
+)
 
 from repositories.lookups import EmptyResult, build_conditions, check_fields
-from uow.errors import DoesNotExist, MultipleObjectsReturned
+from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
+from uow.errors import DoesNotExist, FieldError, MultipleObjectsReturned
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -22,18 +34,20 @@ ModelT = TypeVar("ModelT")
 class Query(Generic[ModelT]):
     """A lazy query: nothing runs until a terminal method (`all`, `first`, `count`, ...).
 
-    Every chaining method returns a new `Query`; the original is never changed, so a query can
-    be stored and refined in several directions. Lookups are validated when they are given, so a
-    bad field name raises [`FieldError`][uow.errors.FieldError] before any SQL.
+    Every chaining method (`filter`, `exclude`, `order_by`, slicing) returns a new `Query`; the
+    original never changes, so a query can be kept and refined in several directions. Lookups
+    are validated when they are given, so a bad field name raises
+    [`FieldError`][uow.errors.FieldError] before any SQL. Raw SQLAlchemy expressions can be
+    passed positionally to `filter`/`exclude`, and `statement()` gives the `Select` to extend.
 
     Examples:
         ```python
-        adults = repo.filter(age__gte=18).exclude(email__endswith="@example.org")
-        oldest_first = adults.order_by("-age", "email").all()
+        adults = uow.users.filter(age__gte=18).exclude(email__endswith="@example.org")
+        oldest_first = adults.order_by("-age", "email")[:10].all()
         ```
     """
 
-    __slots__ = ("_empty", "_model", "_order", "_session", "_where")
+    __slots__ = ("_empty", "_limit", "_model", "_offset", "_order", "_session", "_where")
 
     def __init__(
         self,
@@ -41,12 +55,16 @@ class Query(Generic[ModelT]):
         model: type[ModelT],
         where: tuple[ColumnElement[bool], ...] = (),
         order: tuple[Any, ...] = (),
+        limit: int | None = None,
+        offset: int = 0,
         empty: bool = False,
     ) -> None:
         self._session = session
         self._model = model
         self._where = where
         self._order = order
+        self._limit = limit
+        self._offset = offset
         self._empty = empty
 
     @property
@@ -54,44 +72,56 @@ class Query(Generic[ModelT]):
         """The mapped class this query returns."""
         return self._model
 
-    def _copy(
-        self,
-        *,
-        where: tuple[ColumnElement[bool], ...] | None = None,
-        order: tuple[Any, ...] | None = None,
-        empty: bool | None = None,
-    ) -> Query[ModelT]:
-        return Query(
-            self._session,
-            self._model,
-            self._where if where is None else where,
-            self._order if order is None else order,
-            self._empty if empty is None else empty,
-        )
+    def _copy(self, **changes: Any) -> Query[ModelT]:
+        state: dict[str, Any] = {
+            "where": self._where,
+            "order": self._order,
+            "limit": self._limit,
+            "offset": self._offset,
+            "empty": self._empty,
+        }
+        state.update(changes)
+        return Query(self._session, self._model, **state)
+
+    def _conditions(self, lookups: dict[str, Any]) -> list[ColumnElement[bool]]:
+        if not lookups:
+            return []
+        dialect = self._session.get_bind(mapper=inspect(self._model)).dialect.name
+        return build_conditions(self._model, lookups, dialect)
+
+    def _check_unsliced(self, what: str) -> None:
+        if self._limit is not None or self._offset:
+            raise TypeError(f"cannot {what} a query once it has been sliced")
+
+    # -- chaining ------------------------------------------------------------------------------
 
     def filter(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
-        """Keep rows matching every lookup (and every raw SQLAlchemy expression given)."""
+        """Keep rows matching every lookup and every raw SQLAlchemy expression given."""
+        self._check_unsliced("filter")
         try:
-            conditions = build_conditions(self._model, lookups)
+            conditions = self._conditions(lookups)
         except EmptyResult:
             return self._copy(empty=True)
         return self._copy(where=(*self._where, *expressions, *conditions))
 
     def exclude(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Drop rows matching all the lookups together (Django's `exclude`: NOT (a AND b))."""
+        self._check_unsliced("filter")
         try:
-            conditions = [*expressions, *build_conditions(self._model, lookups)]
+            conditions = [*expressions, *self._conditions(lookups)]
         except EmptyResult:
-            # The excluded set is empty, so nothing is dropped.
-            return self
+            return self  # the excluded set is empty, so nothing is dropped
         if not conditions:
             return self
-        return self._copy(where=(*self._where, not_(and_(*conditions))))
+        # NOT (x = 5) is NULL, not true, where x is NULL: coalesce keeps such rows, which do
+        # not match the lookups (Django's exclude keeps them too).
+        matched = func.coalesce(and_(*conditions), false())
+        return self._copy(where=(*self._where, not_(matched)))
 
     def order_by(self, *fields: str | ColumnElement[Any]) -> Query[ModelT]:
         """Order by field names (`"-age"` for descending) or SQLAlchemy expressions.
 
-        Replaces any earlier ordering, as Django does.
+        Replaces any earlier ordering, as Django does; `order_by()` with nothing clears it.
         """
         order: list[Any] = []
         for field in fields:
@@ -101,19 +131,60 @@ class Query(Generic[ModelT]):
             name = field.removeprefix("-")
             check_fields(self._model, [name])
             column = getattr(self._model, name)
+            if not hasattr(column, "desc") or name in _relationships(self._model):
+                raise FieldError(f"cannot order {self._model.__name__} by relationship {name!r}")
             order.append(column.desc() if field.startswith("-") else column.asc())
         return self._copy(order=tuple(order))
+
+    @overload
+    def __getitem__(self, key: int) -> ModelT: ...
+    @overload
+    def __getitem__(self, key: slice) -> Query[ModelT]: ...
+
+    def __getitem__(self, key: int | slice) -> ModelT | Query[ModelT]:
+        """`query[10:20]` is LIMIT 10 OFFSET 10 (a new Query); `query[3]` fetches one object."""
+        if isinstance(key, int):
+            if key < 0:
+                raise ValueError("negative indexing is not supported; order the other way")
+            rows = self[key : key + 1].all()
+            if not rows:
+                raise IndexError(f"query index {key} out of range")
+            return rows[0]
+        if not isinstance(key, slice):
+            raise TypeError(f"query indices must be integers or slices, not {type(key).__name__}")
+        if key.step not in (None, 1):
+            raise ValueError("slicing a query with a step is not supported")
+        start = key.start or 0
+        if start < 0 or (key.stop is not None and key.stop < 0):
+            raise ValueError("negative slice bounds are not supported; order the other way")
+        offset = self._offset + start
+        limit = None if key.stop is None else max(0, key.stop - start)
+        if self._limit is not None:
+            available = max(0, self._limit - start)
+            limit = available if limit is None else min(limit, available)
+        return self._copy(limit=limit, offset=offset)
+
+    # -- the statement -------------------------------------------------------------------------
 
     def statement(self) -> Select[Any]:
         """The SQLAlchemy `Select` this query runs, to extend with anything SQLAlchemy offers."""
         statement = select(self._model).where(*self._where)
         if self._order:
             statement = statement.order_by(*self._order)
+        if self._limit is not None:
+            statement = statement.limit(self._limit)
+        if self._offset:
+            statement = statement.offset(self._offset)
         return statement
+
+    def _nothing(self) -> bool:
+        return self._empty or self._limit == 0
+
+    # -- reading -------------------------------------------------------------------------------
 
     def all(self) -> list[ModelT]:
         """Run the query and return every matching object."""
-        if self._empty:
+        if self._nothing():
             return []
         return list(self._session.scalars(self.statement()).all())
 
@@ -122,12 +193,10 @@ class Query(Generic[ModelT]):
 
     def first(self) -> ModelT | None:
         """The first matching object, ordered by primary key unless the query is ordered."""
-        if self._empty:
+        if self._nothing():
             return None
-        statement = self.statement()
-        if not self._order:
-            statement = statement.order_by(*_primary_key(self._model))
-        return self._session.scalars(statement.limit(1)).first()
+        query = self if self._order else self._copy(order=_primary_key(self._model))
+        return self._session.scalars(query[:1].statement()).first()
 
     def one(self) -> ModelT:
         """Exactly one matching object (Django's `get`).
@@ -136,9 +205,7 @@ class Query(Generic[ModelT]):
             DoesNotExist: no row matches.
             MultipleObjectsReturned: more than one row matches.
         """
-        rows: Sequence[Any] = []
-        if not self._empty:
-            rows = self._session.scalars(self.statement().limit(2)).all()
+        rows: Sequence[Any] = [] if self._nothing() else self[:2].all()
         if not rows:
             raise DoesNotExist(f"no {self._model.__name__} matches the lookups")
         if len(rows) > 1:
@@ -150,22 +217,112 @@ class Query(Generic[ModelT]):
         return found
 
     def count(self) -> int:
-        """How many rows match (`SELECT count(*)`)."""
-        if self._empty:
+        """How many rows match (`SELECT count(*)`), within the slice if there is one."""
+        if self._nothing():
             return 0
-        statement = select(func.count()).select_from(self._model).where(*self._where)
+        if self._limit is None and not self._offset:
+            statement = select(func.count()).select_from(self._model).where(*self._where)
+        else:
+            inner = self._copy(order=()).statement().subquery()
+            statement = select(func.count()).select_from(inner)
         return int(self._session.scalar(statement) or 0)
 
     def exists(self) -> bool:
         """Whether any row matches: `SELECT EXISTS (SELECT ... LIMIT 1)`."""
-        if self._empty:
+        if self._nothing():
             return False
-        inner = select(*_primary_key(self._model)).where(*self._where).limit(1)
+        inner = select(*_primary_key(self._model)).where(*self._where)
+        inner = inner.limit(1).offset(self._offset or None)
         return bool(self._session.scalar(select(inner.exists())))
 
+    def iterator(self, chunk_size: int = 1000) -> Iterator[ModelT]:
+        """Stream the matching objects, holding about `chunk_size` of them at a time.
+
+        Uses `yield_per`: a server-side cursor on PostgreSQL, lazy fetching on SQLite. The
+        session keeps only weak references to unmodified objects, so memory stays bounded as
+        long as you do not keep them. Consume it inside the unit of work.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+        if self._nothing():
+            return
+        statement = self.statement().execution_options(yield_per=chunk_size)
+        yield from self._session.scalars(statement)
+
+    def paginate(
+        self,
+        page: int = 1,
+        per_page: int = 20,
+        *,
+        max_per_page: int = DEFAULT_MAX_PER_PAGE,
+        count: bool = True,
+    ) -> Page[ModelT]:
+        """One page of the results, ordered by primary key unless the query is ordered.
+
+        `per_page` is capped at `max_per_page`; the page says which `per_page` it used.
+        `count=False` skips the count query (`total` and `pages` are then None).
+
+        Raises:
+            ValueError: `page` or `per_page` is below 1.
+        """
+        self._check_unsliced("paginate")
+        if not isinstance(page, int) or page < 1:
+            raise ValueError(f"page must be an integer >= 1, not {page!r}")
+        if not isinstance(per_page, int) or per_page < 1:
+            raise ValueError(f"per_page must be an integer >= 1, not {per_page!r}")
+        per_page = min(per_page, max_per_page)
+        query = self if self._order else self._copy(order=_primary_key(self._model))
+        start = (page - 1) * per_page
+        rows = query[start : start + per_page + 1].all()  # one more row tells has_next
+        total = query.count() if count else None
+        return Page[Any](
+            items=rows[:per_page],
+            page=page,
+            per_page=per_page,
+            total=total,
+            has_next=len(rows) > per_page,
+        )
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def update(self, **values: Any) -> int:
+        """`UPDATE ... WHERE <this query>` in one statement; returns the number of rows.
+
+        Objects of the session that match are updated in place (`synchronize_session="fetch"`).
+        Bypasses ORM events and Python-side `onupdate` of the changed objects.
+        """
+        self._check_unsliced("update")
+        check_fields(self._model, values)
+        if self._empty or not values:
+            return 0
+        statement = update(self._model).where(*self._where).values(**values)
+        result = self._session.execute(
+            statement, execution_options={"synchronize_session": "fetch"}
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def delete(self) -> int:
+        """`DELETE ... WHERE <this query>` in one statement; returns the number of rows.
+
+        Matching objects leave the session. ORM cascades do not run (the database's
+        `ON DELETE` rules do).
+        """
+        self._check_unsliced("delete")
+        if self._empty:
+            return 0
+        statement = delete(self._model).where(*self._where)
+        result = self._session.execute(
+            statement, execution_options={"synchronize_session": "fetch"}
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     def __repr__(self) -> str:
-        return f"<Query {self._model.__name__} where={len(self._where)} empty={self._empty}>"
+        return f"<Query of {self._model.__name__}: {self.statement()}>"
 
 
 def _primary_key(model: type[Any]) -> tuple[Any, ...]:
     return tuple(inspect(model).primary_key)
+
+
+def _relationships(model: type[Any]) -> set[str]:
+    return set(inspect(model).relationships.keys())
