@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
+from repositories import _bulk as bulk
 from repositories._integrity import is_unique_violation
 from repositories.lookups import check_fields
 from repositories.query import Query
-from uow.errors import DoesNotExist
+from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
+from uow.errors import DoesNotExist, MultipleObjectsReturned
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -113,6 +116,41 @@ class Repository(Generic[ModelT]):
         """Whether any row matches the lookups (`SELECT EXISTS(... LIMIT 1)`)."""
         return self.filter(*expressions, **lookups).exists()
 
+    def paginate(
+        self,
+        page: int = 1,
+        per_page: int = 20,
+        *,
+        max_per_page: int = DEFAULT_MAX_PER_PAGE,
+        count: bool = True,
+        **lookups: Any,
+    ) -> Page[ModelT]:
+        """One page of the rows matching the lookups (see `Query.paginate`)."""
+        return self.filter(**lookups).paginate(
+            page, per_page, max_per_page=max_per_page, count=count
+        )
+
+    def iterator(self, chunk_size: int = 1000, **lookups: Any) -> Iterator[ModelT]:
+        """Stream the rows matching the lookups (see `Query.iterator`)."""
+        return self.filter(**lookups).iterator(chunk_size)
+
+    def in_bulk(self, ids: Iterable[Any], field_name: str = "id") -> dict[Any, ModelT]:
+        """`{value: object}` for the objects whose unique `field_name` is in `ids`.
+
+        Runs one `IN` query per chunk of values, sized to stay under the database's limit on
+        bound parameters. Values with no row are absent from the result.
+
+        Raises:
+            FieldError: `field_name` is not a unique column of the model.
+        """
+        column = bulk.unique_column(self.model, field_name)
+        values = list(dict.fromkeys(ids))
+        found: dict[Any, ModelT] = {}
+        for chunk in bulk.chunks(values, bulk.parameter_limit(self._dialect())):
+            for obj in self.session.scalars(select(self.model).where(column.in_(chunk))):
+                found[getattr(obj, field_name)] = obj
+        return found
+
     # -- writing -------------------------------------------------------------------------------
 
     def create(self, data: Values | None = None, /, **attrs: Any) -> ModelT:
@@ -144,6 +182,38 @@ class Repository(Generic[ModelT]):
         self._check_instance(obj)
         self.session.delete(obj)
         self.session.flush()
+
+    def bulk_create(
+        self,
+        items: Iterable[Values | ModelT],
+        batch_size: int | None = None,
+        ignore_conflicts: bool = False,
+    ) -> list[ModelT]:
+        """Insert many rows with multi-row INSERT statements; return the new objects in order.
+
+        `items` are dicts, pydantic models (fields that were set) or model instances (their
+        column values; the returned objects are the ones the session holds). Every item is
+        validated before any SQL. With `ignore_conflicts=True` rows that break a unique
+        constraint are skipped (`ON CONFLICT DO NOTHING`, PostgreSQL and SQLite) and are absent
+        from the result. Objects come back with their primary keys where the database can
+        return them (PostgreSQL, SQLite); elsewhere they are built from the given values.
+        Empty input runs no SQL.
+
+        Raises:
+            ValueError: `batch_size` is not None nor a positive integer.
+            FieldError: an item has a key that is not a column of the model.
+        """
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be None or a positive integer, not {batch_size!r}")
+        rows = [bulk.column_values(self.model, self._item_values(item)) for item in items]
+        if not rows:
+            return []
+        self.session.flush()
+        return bulk.insert_rows(
+            self.session, self.model, rows, self._dialect(), batch_size, ignore_conflicts
+        )
 
     # -- race-safe get-or-create ---------------------------------------------------------------
 
@@ -202,6 +272,51 @@ class Repository(Generic[ModelT]):
 
         return self._insert_or_find(values, find)
 
+    def update_or_create(
+        self,
+        defaults: Values | None = None,
+        create_defaults: Values | None = None,
+        **lookups: Any,
+    ) -> tuple[ModelT, bool]:
+        """Django's `update_or_create`: `(object, created)`.
+
+        Looks the row up with `SELECT ... FOR UPDATE` (where the database has it; SQLite relies
+        on its database-wide write lock), so concurrent callers update one after the other. If
+        found, sets `defaults` on it; if not, creates it from the plain lookups plus
+        `create_defaults` (or `defaults` when `create_defaults` is None), race-safely as
+        `get_or_create` does. All of it runs in a SAVEPOINT: a failure rolls back only this call.
+
+        Raises:
+            FieldError: a key is not a mapped attribute (before any SQL).
+            MultipleObjectsReturned: more than one row matches the lookups.
+        """
+        plain = {key: value for key, value in lookups.items() if "__" not in key}
+        updates = self._values(defaults, {})
+        creating = updates if create_defaults is None else self._values(create_defaults, {})
+        values = self._create_values(plain, creating)
+        locked = self.filter(**lookups).statement().with_for_update()
+        locked = locked.execution_options(populate_existing=True)
+
+        def find() -> ModelT | None:
+            rows = self.session.scalars(locked.limit(2)).all()
+            if len(rows) > 1:
+                raise MultipleObjectsReturned(
+                    f"more than one {self.model.__name__} matches the lookups of update_or_create"
+                )
+            return rows[0] if rows else None
+
+        self.session.flush()
+        with self.session.begin_nested():
+            obj = find()
+            created = False
+            if obj is None:
+                obj, created = self._insert_or_find(values, find)
+            if not created:
+                for name, value in updates.items():
+                    setattr(obj, name, value)
+                self.session.flush()
+        return obj, created
+
     def _insert_or_find(
         self, values: dict[str, Any], find: Callable[[], ModelT | None]
     ) -> tuple[ModelT, bool]:
@@ -240,6 +355,14 @@ class Repository(Generic[ModelT]):
         values.update(attrs)
         check_fields(self.model, values)
         return values
+
+    def _item_values(self, item: Values | ModelT) -> dict[str, Any]:
+        if isinstance(item, self.model):
+            return bulk.instance_values(item)
+        return self._values(item, {})  # type: ignore[arg-type]
+
+    def _dialect(self) -> str:
+        return self.session.get_bind(mapper=inspect(self.model)).dialect.name
 
     def _create_values(self, attrs: Mapping[str, Any], defaults: Values | None) -> dict[str, Any]:
         check_fields(self.model, attrs)
