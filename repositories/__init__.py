@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from repositories.query import Query
 from repositories.repository import Repository
+from repositories.schemas import Page
 from uow.errors import (
     DoesNotExist,
     FieldError,
@@ -16,6 +17,7 @@ __all__ = [
     "DoesNotExist",
     "FieldError",
     "MultipleObjectsReturned",
+    "Page",
     "Query",
     "Repository",
     "UnitOfWorkError",

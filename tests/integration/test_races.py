@@ -101,3 +101,44 @@ def test_threads_racing_on_sqlite_create_each_row_once_without_errors(
 
     assert errors == []
     assert _row_counts(db) == (len(KEYS), len(KEYS))
+
+
+def _update_or_create_each_key(db: Database, worker: int, barrier: Any, results: Any) -> None:
+    uow = AppUnitOfWork(db)
+    errors: list[str] = []
+    barrier.wait()
+    for email in _rotated(worker):
+        try:
+            with uow:
+                uow.users.update_or_create(
+                    email=email, defaults={"name": f"w{worker}", "age": worker}
+                )
+        except Exception as error:
+            errors.append(f"{type(error).__name__}: {error}")
+    results.put(errors)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_processes_racing_update_or_create_on_postgresql_leave_one_row_per_key(
+    db: Database,
+) -> None:
+    db.dispose()
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(WORKERS)
+    results = context.Queue()
+    processes = [
+        context.Process(target=_update_or_create_each_key, args=(db, worker, barrier, results))
+        for worker in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    errors = [error for _ in processes for error in results.get(timeout=240)]
+    for process in processes:
+        process.join(timeout=60)
+
+    assert errors == []
+    assert _row_counts(db) == (len(KEYS), len(KEYS))
+    with db.Session() as session:
+        # Every row holds a consistent (name, age) pair written by one worker's update.
+        pairs = session.execute(select(User.name, User.age)).all()
+    assert all(name == f"w{age}" for name, age in pairs)
