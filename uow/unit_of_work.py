@@ -189,7 +189,7 @@ class UnitOfWork:
             frame.session.rollback()
             frame.session.begin()
         else:
-            if frame.savepoint.is_active:
+            if not _is_closed(frame.savepoint):
                 frame.savepoint.rollback()
             frame.savepoint = frame.session.begin_nested()
         frame.callbacks.clear()
@@ -242,7 +242,7 @@ class UnitOfWork:
 
 def _leave_savepoint(frame: _Frame, parent: _Frame, failed: bool) -> None:
     savepoint = frame.savepoint
-    if savepoint is None or not savepoint.is_active:
+    if savepoint is None or _is_closed(savepoint):
         return
     if failed or frame.rollback_only:
         _rollback(savepoint.rollback, raise_errors=not failed)
@@ -253,6 +253,13 @@ def _leave_savepoint(frame: _Frame, parent: _Frame, failed: bool) -> None:
         _rollback(savepoint.rollback, raise_errors=False)
         raise
     parent.callbacks.extend(frame.callbacks)
+
+
+def _is_closed(savepoint: SessionTransaction) -> bool:
+    # Not `is_active`: after a failed flush SQLAlchemy rolls back to the savepoint itself but
+    # leaves it deactivated, not closed, and it must still be rolled back before the session
+    # can be used again. SQLAlchemy's own `with session.begin_nested():` checks this method.
+    return bool(savepoint._transaction_is_closed())
 
 
 def _leave_transaction(frame: _Frame, failed: bool) -> bool:
