@@ -37,3 +37,7 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache quickstart.db*
+
+# Prints the table of ratios against plain SQLAlchemy and the raw driver (SQLite and PostgreSQL).
+bench: $(VENV)/.installed-test
+	scripts/with-postgres $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
