@@ -21,18 +21,20 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import String, insert, select  # noqa: E402
-from sqlalchemy.exc import IntegrityError  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
+from sqlalchemy import String, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from repositories import Repository  # noqa: E402
-from uow import Database, UnitOfWork  # noqa: E402
+from repositories import Repository
+from uow import Database, UnitOfWork
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Base(DeclarativeBase):
