@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import ColumnElement, func, inspect
@@ -189,7 +192,16 @@ def build_conditions(
         FieldError: a key names an unknown field or operator, or a value has the wrong shape.
         EmptyResult: a lookup can never match (`in` with no values); run no SQL.
     """
-    return [_condition(model, key, value, dialect) for key, value in lookups.items()]
+    conditions: list[ColumnElement[bool]] = []
+    empty = False
+    for key, value in lookups.items():
+        try:
+            conditions.append(_condition(model, key, value, dialect))
+        except EmptyResult:
+            empty = True  # keep validating the other keys before giving up on SQL
+    if empty:
+        raise EmptyResult
+    return conditions
 
 
 def _condition(model: type[Any], key: str, value: Any, dialect: str) -> ColumnElement[bool]:
@@ -201,7 +213,9 @@ def _condition(model: type[Any], key: str, value: Any, dialect: str) -> ColumnEl
         rest = parts[index + 1 :]
         if part in fields.columns:
             op = _operator(key, current, rest)
-            condition = OPERATORS[op](getattr(current, part), value, dialect)
+            column = getattr(current, part)
+            _check_value(current, part, column, op, value)
+            condition = OPERATORS[op](column, value, dialect)
             return _through(path, condition)
         if part in fields.relationships:
             relationship = fields.relationships[part]
@@ -241,7 +255,71 @@ def _relationship_condition(
         return ~exists if value else exists  # type: ignore[no-any-return]
     if attribute.property.uselist:
         raise FieldError(f"{model.__name__}.{name} is a collection; filter on one of its fields")
+    target = attribute.property.mapper.class_
+    if value is not None and not isinstance(value, target):
+        raise FieldError(
+            f"{model.__name__}.{name} takes a {target.__name__} object or None, not "
+            f"{type(value).__name__}; to filter by key, use {name}__<field>=..."
+        )
     return attribute == value  # type: ignore[no-any-return]
+
+
+_STRING_OPERATORS = frozenset(
+    {"iexact", "contains", "icontains", "startswith", "istartswith", "endswith", "iendswith"}
+)
+_COLLECTIONS = (list, tuple, set, frozenset, dict, bytearray)
+_BIGINT = (-(2**63), 2**63 - 1)
+
+
+def _check_value(model: type[Any], name: str, column: Any, op: str, value: Any) -> None:
+    """Refuse a value the column cannot hold, before SQL (a database error would abort the
+    transaction on PostgreSQL, and SQLite would quietly compare unlike types)."""
+    try:
+        expected: type[Any] | None = column.type.python_type
+    except NotImplementedError:
+        expected = None
+    if op in _STRING_OPERATORS and expected not in (None, str):
+        raise FieldError(
+            f"{op!r} applies to text; {model.__name__}.{name} holds {expected.__name__} values"
+        )
+    if op == "in" and isinstance(value, list | tuple | set | frozenset):
+        values: list[Any] = list(value)
+    elif op == "range" and isinstance(value, list | tuple) and len(value) == 2:
+        values = list(value)
+    elif op in ("exact", "gt", "gte", "lt", "lte"):
+        values = [value]
+    else:
+        return  # the operator itself checks the shape (isnull, range, in, string operators)
+    for item in values:
+        if item is not None and not _fits(expected, item):
+            raise FieldError(
+                f"{model.__name__}.{name} holds {getattr(expected, '__name__', 'scalar')} "
+                f"values; {op!r} got {type(item).__name__} {_short(item)}"
+            )
+
+
+def _fits(expected: type[Any] | None, value: Any) -> bool:
+    if expected in (list, dict):  # ARRAY / JSON columns compare with collections
+        return True
+    if isinstance(value, _COLLECTIONS):
+        return False
+    if expected is None:
+        return True
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        return is_int and _BIGINT[0] <= value <= _BIGINT[1]
+    if expected in (float, Decimal):
+        return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if expected in (str, bytes, datetime, date, time, timedelta, UUID):
+        return isinstance(value, expected)
+    return True  # other types (enums, custom types) convert values themselves
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _through(

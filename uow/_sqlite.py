@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 TransactionMode = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def is_file_database(url: URL) -> bool:
     """Whether a SQLite URL names a file (WAL applies) rather than an in-memory database."""
     database = url.database or ""
@@ -32,6 +36,9 @@ def configure(engine: Engine, transaction_mode: TransactionMode) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Stop pysqlite from emitting BEGIN (and COMMIT before DDL) on its own.
         dbapi_connection.isolation_level = None
+        # SQLite's lower() folds ASCII only; Python's folds all of Unicode, as PostgreSQL
+        # does, so iexact/icontains mean the same on both.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
