@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -99,6 +100,21 @@ def unique_column(model: type[Any], field_name: str) -> ColumnElement[Any]:
     return attribute
 
 
+def _ascending_key(model: type[Any], rows: list[dict[str, Any]]) -> str | None:
+    """The attribute of `model`'s single integer primary key, if no row sets it."""
+    mapper = inspect(model)
+    if len(mapper.primary_key) != 1:
+        return None
+    column = mapper.primary_key[0]
+    try:
+        if column.type.python_type is not int:
+            return None
+    except NotImplementedError:
+        return None
+    name = mapper.get_property_by_column(column).key
+    return None if any(name in row for row in rows) else name
+
+
 def insert_rows(
     session: Session,
     model: type[T],
@@ -133,14 +149,21 @@ def insert_rows(
         for batch in chunks(rows, batch_size or len(rows)):
             connection.execute(statement, list(batch))
         return created
+    ascending = _ascending_key(model, rows) if dialect == "sqlite" else None
     for batch in chunks(rows, batch_size or len(rows)):
-        if returning:
-            # One executemany: SQLAlchemy's "insertmanyvalues" sends multi-row INSERT ...
-            # RETURNING statements and puts the rows back in parameter order.
+        if returning and ascending:
+            # SQLAlchemy sends SQLite one INSERT per row when asked for RETURNING in parameter
+            # order. Unordered, it sends multi-row INSERTs; SQLite gives the rows of one INSERT
+            # ascending integer keys in VALUES order (batches run in order), so sorting by the
+            # key restores the input order.
+            result = session.scalars(statement.returning(model), list(batch)).all()
+            created.extend(sorted(result, key=attrgetter(ascending)))
+        elif returning:
+            # "insertmanyvalues": multi-row INSERT ... RETURNING, rows back in parameter order.
             result = session.scalars(
                 statement.returning(model, sort_by_parameter_order=True), list(batch)
-            )
-            created.extend(result.all())
+            ).all()
+            created.extend(result)
         else:
             session.execute(statement, list(batch))
             created.extend(model(**row) for row in batch)

@@ -23,7 +23,14 @@ from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
 from uow.errors import FieldError
 
-__all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_fields", "model_fields"]
+__all__ = [
+    "OPERATORS",
+    "EmptyResult",
+    "build_conditions",
+    "check_columns",
+    "check_fields",
+    "model_fields",
+]
 
 
 class EmptyResult(Exception):
@@ -178,6 +185,15 @@ def check_fields(model: type[Any], names: Iterable[str]) -> None:
             raise FieldError(
                 f"{model.__name__} has no field {name!r}; valid fields: {', '.join(fields.names)}"
             )
+
+
+def check_columns(model: type[Any], names: Iterable[str]) -> None:
+    """Raise `FieldError` if any of `names` is not a column attribute of `model`."""
+    fields = _fields(model)
+    for name in names:
+        if name not in fields.columns:
+            valid = ", ".join(sorted(fields.columns))
+            raise FieldError(f"{model.__name__} has no column {name!r}; valid columns: {valid}")
 
 
 def build_conditions(

@@ -17,7 +17,7 @@ from sqlalchemy import (
     update,
 )
 
-from repositories.lookups import EmptyResult, build_conditions, check_fields
+from repositories.lookups import EmptyResult, build_conditions, check_columns, check_fields
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 from uow.errors import DoesNotExist, FieldError, MultipleObjectsReturned
 
@@ -169,6 +169,10 @@ class Query(Generic[ModelT]):
     def statement(self) -> Select[Any]:
         """The SQLAlchemy `Select` this query runs, to extend with anything SQLAlchemy offers."""
         statement = select(self._model).where(*self._where)
+        if self._empty:
+            # A lookup that can match nothing (in=[]): say so in SQL too, for the callers
+            # that run the statement themselves (update_or_create, users of statement()).
+            statement = statement.where(false())
         if self._order:
             statement = statement.order_by(*self._order)
         if self._limit is not None:
@@ -242,10 +246,15 @@ class Query(Generic[ModelT]):
         session keeps only weak references to unmodified objects, so memory stays bounded as
         long as you do not keep them. Consume it inside the unit of work.
         """
-        if chunk_size < 1:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
         if self._nothing():
-            return
+            return iter(())
+        return self._stream(chunk_size)
+
+    def _stream(self, chunk_size: int) -> Iterator[ModelT]:
+        # A generator of its own, so that iterator() checks its arguments when called, not
+        # at the first next() (a streaming response would have sent its headers by then).
         statement = self.statement().execution_options(yield_per=chunk_size)
         yield from self._session.scalars(statement)
 
@@ -270,6 +279,8 @@ class Query(Generic[ModelT]):
             raise ValueError(f"page must be an integer >= 1, not {page!r}")
         if not isinstance(per_page, int) or per_page < 1:
             raise ValueError(f"per_page must be an integer >= 1, not {per_page!r}")
+        if not isinstance(max_per_page, int) or max_per_page < 1:
+            raise ValueError(f"max_per_page must be an integer >= 1, not {max_per_page!r}")
         per_page = min(per_page, max_per_page)
         query = self if self._order else self._copy(order=_primary_key(self._model))
         start = (page - 1) * per_page
@@ -292,7 +303,7 @@ class Query(Generic[ModelT]):
         Bypasses ORM events and Python-side `onupdate` of the changed objects.
         """
         self._check_unsliced("update")
-        check_fields(self._model, values)
+        check_columns(self._model, values)
         if self._empty or not values:
             return 0
         statement = update(self._model).where(*self._where).values(**values)
