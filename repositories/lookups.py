@@ -37,15 +37,15 @@ class EmptyResult(Exception):
     """Raised internally when a lookup can match nothing (`in=[]`): the caller skips the SQL."""
 
 
-_Op = Callable[[Any, Any, str], ColumnElement[bool]]
+_Op = Callable[[Any, Any, Callable[[], str]], ColumnElement[bool]]
 
 
-def _exact(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+def _exact(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     result: ColumnElement[bool] = column.is_(None) if value is None else column == value
     return result
 
 
-def _iexact(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+def _iexact(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if value is None:
         return column.is_(None)  # type: ignore[no-any-return]
     return func.lower(column) == func.lower(_string(value, "iexact"))
@@ -58,9 +58,9 @@ def _case_sensitive(kind: str) -> _Op:
     wildcards involved); elsewhere LIKE with `%` and `_` escaped (autoescape).
     """
 
-    def build(column: Any, value: Any, dialect: str) -> ColumnElement[bool]:
+    def build(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
         text = _string(value, kind)
-        if dialect != "sqlite":
+        if dialect() != "sqlite":
             return getattr(column, kind)(text, autoescape=True)  # type: ignore[no-any-return]
         if not text:
             return column.is_not(None)  # type: ignore[no-any-return]
@@ -73,7 +73,7 @@ def _case_sensitive(kind: str) -> _Op:
 
 
 def _case_insensitive(method: str) -> _Op:
-    def build(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+    def build(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
         # lower(x) LIKE lower(y) (ILIKE on PostgreSQL); autoescape makes % and _ literal.
         text = _string(value, method)
         return getattr(column, method)(text, autoescape=True)  # type: ignore[no-any-return]
@@ -81,7 +81,7 @@ def _case_insensitive(method: str) -> _Op:
     return build
 
 
-def _in(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise FieldError(f"'in' takes a list, tuple or set of values, not {type(value).__name__}")
     values = list(value)
@@ -90,7 +90,7 @@ def _in(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     return column.in_(values)  # type: ignore[no-any-return]
 
 
-def _range(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise FieldError(f"'range' takes a (low, high) pair, not {type(value).__name__}")
     pair = list(value)
@@ -101,14 +101,14 @@ def _range(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
     return column.between(pair[0], pair[1])  # type: ignore[no-any-return]
 
 
-def _isnull(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+def _isnull(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if not isinstance(value, bool):
         raise FieldError(f"'isnull' takes True or False, not {value!r}")
     return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
 
 
 def _compare(op: str, method: str) -> _Op:
-    def build(column: Any, value: Any, _dialect: str) -> ColumnElement[bool]:
+    def build(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
         if value is None:
             raise FieldError(f"'{op}' cannot compare with None; use isnull=True")
         return getattr(column, method)(value)  # type: ignore[no-any-return]
@@ -197,12 +197,13 @@ def check_columns(model: type[Any], names: Iterable[str]) -> None:
 
 
 def build_conditions(
-    model: type[Any], lookups: Mapping[str, Any], dialect: str = "default"
+    model: type[Any], lookups: Mapping[str, Any], dialect: Callable[[], str] = lambda: "default"
 ) -> list[ColumnElement[bool]]:
     """Turn `{"age__gte": 18, ...}` into SQLAlchemy conditions on `model`.
 
-    `dialect` is the database's dialect name (`"sqlite"`, `"postgresql"`, ...): a few operators
-    need a different expression on SQLite to mean the same thing.
+    `dialect` returns the database's dialect name (`"sqlite"`, `"postgresql"`, ...): a few
+    operators need a different expression on SQLite to mean the same thing. It is called only
+    by those operators.
 
     Raises:
         FieldError: a key names an unknown field or operator, or a value has the wrong shape.
@@ -220,7 +221,9 @@ def build_conditions(
     return conditions
 
 
-def _condition(model: type[Any], key: str, value: Any, dialect: str) -> ColumnElement[bool]:
+def _condition(
+    model: type[Any], key: str, value: Any, dialect: Callable[[], str]
+) -> ColumnElement[bool]:
     parts = key.split("__")
     path: list[RelationshipProperty[Any]] = []
     current = model

@@ -86,8 +86,12 @@ class Query(Generic[ModelT]):
     def _conditions(self, lookups: dict[str, Any]) -> list[ColumnElement[bool]]:
         if not lookups:
             return []
-        dialect = self._session.get_bind(mapper=inspect(self._model)).dialect.name
-        return build_conditions(self._model, lookups, dialect)
+        return build_conditions(self._model, lookups, self._dialect)
+
+    def _dialect(self) -> str:
+        # Called only by the few operators whose SQL differs by database: get_bind() is not
+        # free, and most lookups do not need it.
+        return self._session.get_bind(mapper=inspect(self._model)).dialect.name
 
     def _check_unsliced(self, what: str) -> None:
         if self._limit is not None or self._offset:
@@ -199,8 +203,12 @@ class Query(Generic[ModelT]):
         """The first matching object, ordered by primary key unless the query is ordered."""
         if self._nothing():
             return None
-        query = self if self._order else self._copy(order=_primary_key(self._model))
-        return self._session.scalars(query[:1].statement()).first()
+        statement = self.statement()
+        if not self._order:
+            statement = statement.order_by(*_primary_key(self._model))
+        if self._limit is None:  # a sliced query keeps its own LIMIT; first() reads one row
+            statement = statement.limit(1)
+        return self._session.scalars(statement).first()
 
     def one(self) -> ModelT:
         """Exactly one matching object (Django's `get`).
