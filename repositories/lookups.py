@@ -146,6 +146,9 @@ OPERATORS: Mapping[str, _Op] = {
 class _Fields:
     columns: frozenset[str]
     relationships: Mapping[str, RelationshipProperty[Any]]
+    # Column name -> the Python type its values have (None when the type does not say).
+    # Cached: reading `Model.attr.type.python_type` costs microseconds on every lookup.
+    python_types: Mapping[str, type[Any] | None]
 
     @property
     def names(self) -> list[str]:
@@ -166,10 +169,20 @@ def _fields(model: type[Any]) -> _Fields:
     fields = _cache.get(model)
     if fields is None:
         mapper = _mapper(model)
-        columns = frozenset(p.key for p in mapper.attrs if isinstance(p, ColumnProperty))
+        column_props = [p for p in mapper.attrs if isinstance(p, ColumnProperty)]
+        columns = frozenset(p.key for p in column_props)
         relationships = {p.key: p for p in mapper.attrs if isinstance(p, RelationshipProperty)}
-        fields = _cache[model] = _Fields(columns, relationships)
+        python_types = {p.key: _python_type(p.columns[0].type) for p in column_props}
+        fields = _cache[model] = _Fields(columns, relationships, python_types)
     return fields
+
+
+def _python_type(type_: Any) -> type[Any] | None:
+    try:
+        python_type: type[Any] = type_.python_type
+    except NotImplementedError:
+        return None
+    return python_type
 
 
 def model_fields(model: type[Any]) -> list[str]:
@@ -233,7 +246,7 @@ def _condition(
         if part in fields.columns:
             op = _operator(key, current, rest)
             column = getattr(current, part)
-            _check_value(current, part, column, op, value)
+            _check_value(current, part, fields.python_types[part], op, value)
             condition = OPERATORS[op](column, value, dialect)
             return _through(path, condition)
         if part in fields.relationships:
@@ -290,13 +303,11 @@ _COLLECTIONS = (list, tuple, set, frozenset, dict, bytearray)
 _BIGINT = (-(2**63), 2**63 - 1)
 
 
-def _check_value(model: type[Any], name: str, column: Any, op: str, value: Any) -> None:
+def _check_value(
+    model: type[Any], name: str, expected: type[Any] | None, op: str, value: Any
+) -> None:
     """Refuse a value the column cannot hold, before SQL (a database error would abort the
     transaction on PostgreSQL, and SQLite would quietly compare unlike types)."""
-    try:
-        expected: type[Any] | None = column.type.python_type
-    except NotImplementedError:
-        expected = None
     if op in _STRING_OPERATORS and expected not in (None, str):
         raise FieldError(
             f"{op!r} applies to text; {model.__name__}.{name} holds {expected.__name__} values"

@@ -10,6 +10,7 @@ Singleton, say) can serve many threads or tasks at once: each sees only its own 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -218,8 +219,16 @@ class UnitOfWork:
 
     # -- repositories ---------------------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> Any:
-        # Only called for names not found normally: the annotated repositories.
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A descriptor per annotated name, so `uow.users` is a plain attribute lookup (no
+        # failed lookup first, as with __getattr__). Which names are repositories is known only
+        # once the annotations resolve, on first use.
+        for name in inspect.get_annotations(cls):
+            if name not in cls.__dict__:
+                setattr(cls, name, _RepositoryAttribute(name))
+
+    def _repository(self, name: str) -> Any:
         factories = _repository_factories(type(self))
         if name not in factories:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -238,6 +247,20 @@ class UnitOfWork:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} over {self.database!r}>"
+
+
+class _RepositoryAttribute:
+    """Non-data descriptor for an annotated name: values set on an instance still win."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, uow: UnitOfWork | None, owner: type[UnitOfWork]) -> Any:
+        if uow is None:
+            return self
+        return uow._repository(self.name)
 
 
 def _leave_savepoint(frame: _Frame, parent: _Frame, failed: bool) -> None:
