@@ -58,17 +58,14 @@ def _row_counts(db: Database) -> tuple[int, int]:
     return int(total or 0), int(distinct or 0)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("method", METHODS)
-def test_processes_racing_on_postgresql_create_each_row_once_without_errors(
-    db: Database, method: str
-) -> None:
+def _race_in_processes(db: Database, target: Callable[..., None], method: str = "") -> list[str]:
+    """Run `target` in WORKERS forked processes released by one barrier; all their errors."""
     db.dispose()  # children start from an empty pool either way; keep the parent's clean
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(WORKERS)
     results = context.Queue()
     processes = [
-        context.Process(target=_process_main, args=(db, method, worker, barrier, results))
+        context.Process(target=target, args=(db, method, worker, barrier, results))
         for worker in range(WORKERS)
     ]
     for process in processes:
@@ -76,9 +73,18 @@ def test_processes_racing_on_postgresql_create_each_row_once_without_errors(
     errors = [error for _ in processes for error in results.get(timeout=240)]
     for process in processes:
         process.join(timeout=60)
+    exit_codes = [process.exitcode for process in processes]
+    return errors + [f"worker exited with {code}" for code in exit_codes if code != 0]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("method", METHODS)
+def test_processes_racing_on_postgresql_create_each_row_once_without_errors(
+    db: Database, method: str
+) -> None:
+    errors = _race_in_processes(db, _process_main, method)
 
     assert errors == []
-    assert [process.exitcode for process in processes] == [0] * WORKERS
     assert _row_counts(db) == (len(KEYS), len(KEYS))
 
 
@@ -103,7 +109,9 @@ def test_threads_racing_on_sqlite_create_each_row_once_without_errors(
     assert _row_counts(db) == (len(KEYS), len(KEYS))
 
 
-def _update_or_create_each_key(db: Database, worker: int, barrier: Any, results: Any) -> None:
+def _update_or_create_each_key(
+    db: Database, _method: str, worker: int, barrier: Any, results: Any
+) -> None:
     uow = AppUnitOfWork(db)
     errors: list[str] = []
     barrier.wait()
@@ -122,19 +130,7 @@ def _update_or_create_each_key(db: Database, worker: int, barrier: Any, results:
 def test_processes_racing_update_or_create_on_postgresql_leave_one_row_per_key(
     db: Database,
 ) -> None:
-    db.dispose()
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(WORKERS)
-    results = context.Queue()
-    processes = [
-        context.Process(target=_update_or_create_each_key, args=(db, worker, barrier, results))
-        for worker in range(WORKERS)
-    ]
-    for process in processes:
-        process.start()
-    errors = [error for _ in processes for error in results.get(timeout=240)]
-    for process in processes:
-        process.join(timeout=60)
+    errors = _race_in_processes(db, _update_or_create_each_key)
 
     assert errors == []
     assert _row_counts(db) == (len(KEYS), len(KEYS))
