@@ -271,10 +271,6 @@ class Repository(Generic[ModelT]):
         plain = {key: value for key, value in lookups.items() if "__" not in key}
         values = self._create_values(plain, defaults)
         query = self.filter(**lookups)  # validates every lookup before any SQL
-        try:
-            return query.one(), False
-        except DoesNotExist:
-            pass
 
         def find() -> ModelT | None:
             try:
@@ -282,6 +278,9 @@ class Repository(Generic[ModelT]):
             except DoesNotExist:
                 return None
 
+        found = find()
+        if found is not None:
+            return found, False
         return self._insert_or_find(values, find)
 
     def update_or_create(
