@@ -70,3 +70,12 @@ def _reset_postgres(database: Database) -> None:
 @pytest.fixture
 def uow(db: Database) -> AppUnitOfWork:
     return AppUnitOfWork(db)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a throwaway Redis server, started once per test run (see tests/redis_server)."""
+    from tests.redis_server import running_redis
+
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -10,7 +10,9 @@ each make their own.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.orm import scoped_session
@@ -18,7 +20,7 @@ from sqlalchemy.orm import scoped_session
 from uow.session import Session
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from pydantic import BaseModel
     from sqlalchemy.orm import sessionmaker
@@ -29,18 +31,42 @@ S = TypeVar("S")
 M = TypeVar("M")
 
 
+@dataclass(eq=False, slots=True)
+class _Scope(Generic[S]):
+    """One session slot shared by every context copied from inside `ContextRegistry.scope()`."""
+
+    pid: int
+    value: S | None = None
+
+
 class ContextRegistry(Generic[S]):
     """`scoped_session`'s registry protocol (`__call__`, `has`, `set`, `clear`) over a ContextVar.
 
     The stored value records the process id: a forked child never reuses (or closes) a session
     inherited from its parent, whose connection belongs to the parent.
+
+    Inside `scope()` the session lives in a mutable slot instead, which contexts copied from the
+    scope share: a sync endpoint that a web framework runs in a worker thread (with a *copy* of
+    the request's context) then stores its session where the request's end can close it.
     """
 
     def __init__(self, createfunc: Callable[[], S], name: str) -> None:
         self.createfunc = createfunc
         self._var: ContextVar[tuple[int, S] | None] = ContextVar(name, default=None)
+        self._scope: ContextVar[_Scope[S] | None] = ContextVar(f"{name}_scope", default=None)
+
+    def _active_scope(self) -> _Scope[S] | None:
+        scope = self._scope.get()
+        if scope is None or scope.pid != os.getpid():
+            return None
+        return scope
 
     def __call__(self) -> S:
+        scope = self._active_scope()
+        if scope is not None:
+            if scope.value is None:
+                scope.value = self.createfunc()
+            return scope.value
         value = self._get()
         if value is None:
             value = self.createfunc()
@@ -54,13 +80,40 @@ class ContextRegistry(Generic[S]):
         return stored[1]
 
     def has(self) -> bool:
+        scope = self._active_scope()
+        if scope is not None:
+            return scope.value is not None
         return self._get() is not None
 
     def set(self, obj: S) -> None:
-        self._var.set((os.getpid(), obj))
+        scope = self._active_scope()
+        if scope is not None:
+            scope.value = obj
+        else:
+            self._var.set((os.getpid(), obj))
 
     def clear(self) -> None:
-        self._var.set(None)
+        scope = self._active_scope()
+        if scope is not None:
+            scope.value = None
+        else:
+            self._var.set(None)
+
+    @contextmanager
+    def scope(self, close: Callable[[S], object]) -> Iterator[None]:
+        """Share one slot with every context copied from here on; `close` its value at exit."""
+        scope: _Scope[S] = _Scope(os.getpid())
+        token = self._scope.set(scope)
+        try:
+            yield
+        finally:
+            # Exited from another context than the one that entered (an async generator
+            # finalised elsewhere): that context's variable is not ours to reset.
+            with suppress(ValueError):
+                self._scope.reset(token)
+            if scope.value is not None:
+                value, scope.value = scope.value, None
+                close(value)
 
 
 class ScopedSession(scoped_session[Session]):
@@ -73,7 +126,12 @@ class ScopedSession(scoped_session[Session]):
 
     def __init__(self, session_factory: sessionmaker[Session], name: str) -> None:
         super().__init__(session_factory)
-        self.registry = ContextRegistry(session_factory, name)  # type: ignore[assignment]
+        self._registry = ContextRegistry(session_factory, name)
+        self.registry = self._registry  # type: ignore[assignment]
+
+    def scope(self) -> AbstractContextManager[None]:
+        """See [`Database.session_scope`][uow.Database.session_scope]."""
+        return self._registry.scope(Session.close)
 
     def all(self, model: type[M], /, **lookups: Any) -> list[M]:
         """Proxy for [`Session.all`][uow.Session.all] on the current session."""

@@ -16,6 +16,7 @@ from uow.session import Session
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from contextlib import AbstractContextManager
 
     from uow._sqlite import TransactionMode
     from uow.unit_of_work import _Stack
@@ -90,6 +91,27 @@ class Database:
         # The unit-of-work stack of each context: an immutable tuple, replaced (never mutated)
         # on every enter/exit, so contexts copied from one another cannot corrupt each other.
         self._stack: ContextVar[_Stack] = ContextVar(f"uow_stack_{number}", default=(0, ()))
+
+    def session_scope(self) -> AbstractContextManager[None]:
+        """Share one context-local session with every context copied from inside the block.
+
+        `db.s` keeps one session per context. Web frameworks run sync code in worker threads
+        with a *copy* of the request's context, so a session such code opens would live only in
+        that copy, out of reach of `db.s.remove()` at the end of the request. Inside
+        `session_scope()`, the request and every context copied from it (threads of
+        `run_in_threadpool` or `asyncio.to_thread`, tasks) share one session, which the block
+        closes and forgets at exit, also after an exception. The integrations enter it for
+        every request (`uow.integrations.fastapi.DatabaseMiddleware`); use it directly for
+        other frameworks. As always, one session must not be used by two threads at once.
+
+        Examples:
+            ```python
+            with db.session_scope():
+                await asyncio.to_thread(lambda: db.s.execute(select(User)).all())
+            # the session the thread opened is closed here
+            ```
+        """
+        return self.s.scope()
 
     def create_all(self, metadata: MetaData) -> None:
         """Create the tables of `metadata` that do not exist yet."""

@@ -1,0 +1,85 @@
+"""A throwaway Redis server for the worker tests, started by the test run itself.
+
+`redis-server` comes from the machine (Debian's `redis-server` package, which `.ci/run`
+installs). Without it the tests that need Redis skip with a reason, unless UOW_REQUIRE_REDIS=1
+(set by `.ci/run`), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+REQUIRE_REDIS = os.environ.get("UOW_REQUIRE_REDIS") == "1"
+STARTUP_TIMEOUT = 20.0
+
+
+def redis_server_binary() -> str:
+    """The redis-server executable, or skip (fail when required) if there is none."""
+    binary = shutil.which("redis-server")
+    if binary:
+        return binary
+    reason = "no redis-server on PATH (Debian: apt-get install redis-server)"
+    if REQUIRE_REDIS:
+        pytest.fail(f"UOW_REQUIRE_REDIS=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[str]:
+    """Start redis-server on a free loopback port; yield its URL; stop it."""
+    binary = redis_server_binary()
+    port = _free_port()
+    command = [
+        binary,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "no",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=directory
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_until_ready(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    # Readiness polling (not synchronisation by sleeping): ask until the server answers PING.
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"redis-server exited with {process.returncode}", pytrace=False)
+        try:
+            if client.ping():
+                client.close()
+                return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

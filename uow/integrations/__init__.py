@@ -1,0 +1,6 @@
+"""Optional framework integrations: `fastapi`, `flask`, `celery` and `rq`.
+
+Each module imports its framework when you import the module, and raises an `ImportError` naming
+the extra to install (`pip install "uow-repositories[fastapi]"`) when the framework is missing.
+Importing `uow` never imports any of them.
+"""

@@ -1,0 +1,69 @@
+"""RQ: a worker class whose forked work horses use fresh connections and remove their sessions.
+
+```python
+worker = UowWorker([queue], connection=redis, databases=[db])
+worker.work()
+```
+
+or, from the command line, a subclass naming its databases:
+`rq worker --worker-class myapp.worker.Worker`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from uow.integrations._common import dispose_inherited, missing, remove_sessions
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from rq.job import Job
+    from rq.queue import Queue
+
+    from uow.integrations._common import DatabaseSource
+
+try:
+    from rq import Worker
+except ImportError as err:
+    raise missing("rq", err) from err
+
+__all__ = ["UowWorker"]
+
+
+class UowWorker(Worker):
+    """An `rq.Worker` that keeps database connections per work horse and per job.
+
+    RQ forks a work horse for each job. The horse drops the pools it inherited (without closing
+    the worker's connections) before the job runs, and each job's context-local sessions are
+    closed and removed when it ends, whether it succeeded or raised. `SimpleWorker`-style
+    in-process execution gets the session removal too.
+
+    Args:
+        *args: as for `rq.Worker`.
+        databases: the Databases, or callables returning them (such as a container's
+            `db.database` provider). Defaults to the class attribute `databases`, so a
+            subclass can name them for `rq worker --worker-class`.
+        **kwargs: as for `rq.Worker`.
+    """
+
+    databases: ClassVar[tuple[DatabaseSource, ...]] = ()
+
+    def __init__(
+        self, *args: Any, databases: Iterable[DatabaseSource] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if databases is not None:
+            self.databases = tuple(databases)  # type: ignore[misc]
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """Runs in the forked horse: drop the inherited pools, then run the job."""
+        dispose_inherited(self.databases)
+        super().main_work_horse(job, queue)
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """Run the job, then close and remove the context-local sessions."""
+        try:
+            return bool(super().perform_job(job, queue))
+        finally:
+            remove_sessions(self.databases)
