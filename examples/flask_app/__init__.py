@@ -1,0 +1,1 @@
+"""The blog under Flask: `flask --app examples.flask_app.app:create_app run`."""

@@ -1,0 +1,257 @@
+"""`Database.session_scope()`: one session shared with the contexts copied from inside the block.
+
+Web frameworks run sync code in worker threads with a *copy* of the request's context. These
+tests start such threads themselves (`asyncio.to_thread`, or `threading.Thread` running
+`contextvars.copy_context().run`) and check that the session they open is the scope's, and that
+the scope closes it (no pooled connection stays checked out) when it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.models import AppUnitOfWork, User
+from uow import Database, Session
+
+T = TypeVar("T")
+
+
+class Boom(Exception):
+    """The application error raised inside scopes."""
+
+
+def run_in_copied_context_thread(function: Callable[[], T]) -> T:
+    """Run `function` in a new thread, in a copy of the caller's context (as Starlette does)."""
+    context = contextvars.copy_context()
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(context.run(function))
+        except BaseException as error:  # handed back to the caller below
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def query_and_return_session(db: Database) -> Callable[[], Session]:
+    """What a sync endpoint does: query through `db.s`, which checks a connection out."""
+
+    def work() -> Session:
+        assert db.s.execute(select(func.count()).select_from(User)).scalar_one() == 0
+        return db.s()
+
+    return work
+
+
+def assert_closed(db: Database, session: Session) -> None:
+    assert not session.in_transaction()
+    assert db.engine.pool.checkedout() == 0
+
+
+# -- threads started inside a scope share its session -------------------------------------------
+
+
+def test_a_thread_started_with_to_thread_in_a_scope_uses_the_scopes_session(
+    db: Database,
+) -> None:
+    async def main() -> tuple[Session, Session, int]:
+        with db.session_scope():
+            in_thread = await asyncio.to_thread(query_and_return_session(db))
+            checked_out_inside = db.engine.pool.checkedout()
+            return in_thread, db.s(), checked_out_inside
+
+    in_thread, in_scope, checked_out_inside = asyncio.run(main())
+    assert in_thread is in_scope
+    assert checked_out_inside == 1
+    assert_closed(db, in_thread)
+
+
+def test_a_copied_context_thread_in_a_scope_shares_the_session_the_scope_opened_first(
+    db: Database,
+) -> None:
+    with db.session_scope():
+        in_scope = db.s()
+        in_thread = run_in_copied_context_thread(query_and_return_session(db))
+        assert in_thread is in_scope
+        assert in_scope.in_transaction()
+    assert_closed(db, in_scope)
+
+
+def test_the_session_a_thread_opened_is_closed_when_the_scope_exits(db: Database) -> None:
+    with db.session_scope():
+        in_thread = run_in_copied_context_thread(query_and_return_session(db))
+        assert db.engine.pool.checkedout() == 1
+        assert db.s.registry.has()
+    assert_closed(db, in_thread)
+    assert not db.s.registry.has()
+
+
+def test_the_session_is_closed_when_the_scopes_block_raised(db: Database) -> None:
+    sessions: list[Session] = []
+    with pytest.raises(Boom), db.session_scope():
+        sessions.append(run_in_copied_context_thread(query_and_return_session(db)))
+        assert db.engine.pool.checkedout() == 1
+        raise Boom
+    assert len(sessions) == 1
+    assert_closed(db, sessions[0])
+    assert not db.s.registry.has()
+
+
+def test_the_session_is_closed_when_the_thread_raised_inside_a_to_thread_scope(
+    db: Database,
+) -> None:
+    sessions: list[Session] = []
+
+    def fail() -> None:
+        sessions.append(query_and_return_session(db)())
+        raise Boom
+
+    async def main() -> None:
+        with db.session_scope():
+            await asyncio.to_thread(fail)
+
+    with pytest.raises(Boom):
+        asyncio.run(main())
+    assert len(sessions) == 1
+    assert_closed(db, sessions[0])
+
+
+# -- outside a scope: one session per context, as before ---------------------------------------
+
+
+def test_outside_a_scope_a_copied_context_gets_its_own_session(db: Database) -> None:
+    context = contextvars.copy_context()
+    in_copy = context.run(db.s)
+    try:
+        assert in_copy is not db.s()
+        assert context.run(db.s) is in_copy
+    finally:
+        context.run(db.s.remove)
+
+
+def test_outside_a_scope_a_to_thread_session_is_not_the_callers_and_outlives_the_call(
+    db: Database,
+) -> None:
+    async def main() -> tuple[Session, Session]:
+        return await asyncio.to_thread(query_and_return_session(db)), db.s()
+
+    in_thread, in_caller = asyncio.run(main())
+    try:
+        assert in_thread is not in_caller
+        # Nobody closed the thread's session: its connection is still checked out.
+        assert in_thread.in_transaction()
+        assert db.engine.pool.checkedout() == 1
+    finally:
+        in_thread.close()
+        in_caller.close()
+    assert db.engine.pool.checkedout() == 0
+
+
+# -- one scope, one session ----------------------------------------------------------------------
+
+
+def test_a_new_scope_starts_with_a_new_session(db: Database) -> None:
+    with db.session_scope():
+        first = db.s()
+        first.execute(select(1))
+    with db.session_scope():
+        second = db.s()
+        assert second is not first
+        assert not second.in_transaction()
+    assert not first.in_transaction()
+
+
+def test_a_scope_does_not_reuse_the_session_the_context_had_before_it(db: Database) -> None:
+    before = db.s()
+    try:
+        with db.session_scope():
+            inside = db.s()
+            assert inside is not before
+        # Leaving the scope gives the context its own session back, untouched.
+        assert db.s() is before
+    finally:
+        db.s.remove()
+
+
+def test_remove_inside_a_scope_closes_and_forgets_the_session(db: Database) -> None:
+    with db.session_scope():
+        first = run_in_copied_context_thread(query_and_return_session(db))
+        db.s.remove()
+        assert not first.in_transaction()
+        assert db.engine.pool.checkedout() == 0
+        assert not db.s.registry.has()
+        second = db.s()
+        assert second is not first
+        assert run_in_copied_context_thread(db.s) is second
+    assert not db.s.registry.has()
+
+
+def test_remove_in_a_copied_context_inside_a_scope_forgets_the_scopes_session(
+    db: Database,
+) -> None:
+    with db.session_scope():
+        first = db.s()
+        first.execute(select(1))
+        run_in_copied_context_thread(db.s.remove)
+        assert not first.in_transaction()
+        assert db.s() is not first
+
+
+# -- units of work inside a scope ----------------------------------------------------------------
+
+
+def test_a_unit_of_work_inside_a_scope_commits_and_leaves_no_session(db: Database) -> None:
+    uow = AppUnitOfWork(db)
+    with db.session_scope():
+        with uow:
+            uow.users.create(email="ada@example.com", name="Ada")
+            block_session = uow.session
+            assert db.s() is block_session
+        assert not db.s.registry.has()
+        assert not block_session.in_transaction()
+        assert db.engine.pool.checkedout() == 0
+    with db.Session() as fresh:
+        assert fresh.scalars(select(User.email)).all() == ["ada@example.com"]
+
+
+def test_a_unit_of_work_in_a_thread_inside_a_scope_commits_and_leaves_no_session(
+    db: Database,
+) -> None:
+    uow = AppUnitOfWork(db)
+
+    def write() -> Session:
+        with uow:
+            uow.users.create(email="bob@example.com", name="Bob")
+            return uow.session
+
+    with db.session_scope():
+        block_session = run_in_copied_context_thread(write)
+        assert not db.s.registry.has()
+        assert not block_session.in_transaction()
+    assert db.engine.pool.checkedout() == 0
+    with db.Session() as fresh:
+        assert fresh.scalars(select(User.email)).all() == ["bob@example.com"]
+
+
+def test_a_failing_unit_of_work_inside_a_scope_rolls_back(db: Database) -> None:
+    uow = AppUnitOfWork(db)
+    with pytest.raises(Boom), db.session_scope(), uow:
+        uow.users.create(email="ada@example.com", name="Ada")
+        raise Boom
+    assert db.engine.pool.checkedout() == 0
+    with db.Session() as fresh:
+        assert fresh.scalars(select(User.email)).all() == []
