@@ -37,7 +37,7 @@ class DatabaseSettings(BaseSettings):
     raises [`SettingsError`][uow.settings.SettingsError] naming the variable, so a misconfigured
     application fails at start-up rather than on its first query.
 
-    Args:
+    Attributes:
         url: a SQLAlchemy URL (`DATABASE_URL`); the default is the SQLite file `app.db` in
             the working directory.
         echo: log every SQL statement (`DATABASE_ECHO`).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import types
@@ -25,6 +26,14 @@ def test_docs_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.Mon
     # through the module a class was defined in.
     module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    for number, match in enumerate(BLOCK.finditer(page.read_text()), start=1):
-        code = compile(match.group(1), f"{page.name} block {number}", "exec")
-        exec(code, module.__dict__)
+    environ = dict(os.environ)  # pages set DATABASE_* variables: keep them out of other tests
+    try:
+        for number, match in enumerate(BLOCK.finditer(page.read_text()), start=1):
+            # dont_inherit: this test module's `from __future__ import annotations` must not leak
+            # into the pages' code, which decides for itself.
+            source = match.group(1)
+            code = compile(source, f"{page.name} block {number}", "exec", dont_inherit=True)
+            exec(code, module.__dict__)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)

@@ -1,0 +1,1 @@
+"""The blog's background jobs under Celery: `celery -A examples.worker.tasks worker`."""
