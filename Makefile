@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck docs pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,19 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# The user manual (mkdocs-material + mkdocstrings); --strict fails on any warning (broken links,
+# unresolved API references, bad docstrings). The output goes to site/.
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 # Runs the suite on SQLite and on a throwaway PostgreSQL server (stopped even when tests fail).
 pytest: $(VENV)/.installed-test
 	scripts/with-postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache quickstart.db*
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache quickstart.db* site
 
 # Prints the table of ratios against plain SQLAlchemy and the raw driver (SQLite and PostgreSQL).
 bench: $(VENV)/.installed-test

@@ -102,8 +102,7 @@ def touch_database() -> None:
     db.s.execute(text(f"CREATE TEMP TABLE {PARENT_MARKER} (id INTEGER)"))
     db.s.commit()
     # The parent keeps a session in its context and an idle connection in its pool.
-    assert db.s.registry.has()
-    assert _pool().checkedin() == 1, _pool().status()
+    _record("worker", "parent")
 
 
 # -- the work, shared by the Celery tasks and the RQ jobs -------------------------------------
@@ -170,7 +169,7 @@ celery_app = Celery("uow_e2e")
 configure_celery(celery_app, os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/0"))
 init_app(celery_app, container.database)
 
-create_user = celery_app.task(name="uow_e2e.create_user")(create_user_job)
+create_user = celery_app.task(name="uow_e2e.create")(create_user_job)
 diagnose = celery_app.task(name="uow_e2e.diagnose")(diagnose_job)
 fail = celery_app.task(name="uow_e2e.fail")(failing_job)
 
