@@ -68,7 +68,13 @@ class DatabaseSettings(BaseSettings):
         ```
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # `DATABASE_POOL_SIZE=` means "not set", not an error
+        extra="forbid",  # a misspelt keyword or config key is an error, not silently ignored
+        frozen=True,
+        hide_input_in_errors=True,  # a URL may carry a password: keep it out of tracebacks
+    )
 
     url: str = DEFAULT_DATABASE_URL
     echo: bool = False
@@ -91,12 +97,18 @@ class DatabaseSettings(BaseSettings):
     def _parse_url(cls, value: str) -> str:
         try:
             make_url(value)
-        except ArgumentError as err:
+        # make_url raises ValueError too, e.g. int() of a "port" that is really a password.
+        except (ArgumentError, ValueError):
             raise ValueError(
                 "not a SQLAlchemy URL; expected e.g. 'sqlite:///app.db' or "
                 "'postgresql+psycopg://user:password@host/dbname'"
-            ) from err
+            ) from None  # the driver's message may quote the URL, password included
         return value
+
+    @field_validator("sqlite_transaction_mode", mode="before")
+    @classmethod
+    def _upper_case_mode(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments for `sqlalchemy.create_engine`: `echo` and the pool options set."""
@@ -129,5 +141,11 @@ def _describe(err: ValidationError) -> str:
         # A URL may carry a password: never echo it.
         shown = "input" in error and field != "url"
         given = f" (got {error['input']!r})" if shown else ""
-        lines.append(f"{variable}: {error['msg']}{given}")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            valid = ", ".join(
+                f"{ENV_PREFIX}{name.upper()}" for name in DatabaseSettings.model_fields
+            )
+            message = f"not a database setting; valid ones: {valid}"
+        lines.append(f"{variable}: {message}{given}")
     return "invalid database settings:\n  " + "\n  ".join(lines)

@@ -235,11 +235,30 @@ def test_settings_error_is_a_value_error_and_a_uow_error() -> None:
     assert isinstance(error, UowError)
 
 
-@pytest.mark.parametrize("value", ["many", "0", "-3", "2.5", ""])
+@pytest.mark.parametrize("value", ["many", "0", "-3", "2.5"])
 def test_bad_pool_size_names_the_variable(value: str) -> None:
     message = str(settings_error(DATABASE_POOL_SIZE=value))
     assert "DATABASE_POOL_SIZE" in message
     assert "DATABASE_URL" not in message
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "")
+    monkeypatch.setenv("DATABASE_ECHO", "")
+    settings = DatabaseSettings()
+    assert settings.pool_size is None
+    assert settings.echo is False
+
+
+def test_a_misspelt_keyword_is_an_error_listing_the_valid_settings() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_POOL_SIZE2") as caught:
+        DatabaseSettings(pool_size2=1)
+    assert "DATABASE_POOL_SIZE," in str(caught.value)
+
+
+def test_the_transaction_mode_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_SQLITE_TRANSACTION_MODE", "deferred")
+    assert DatabaseSettings().sqlite_transaction_mode == "DEFERRED"
 
 
 @pytest.mark.parametrize(
