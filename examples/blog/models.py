@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -33,5 +33,7 @@ class Post(Base):
     body: Mapped[str] = mapped_column(default="")
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     author: Mapped[User] = relationship(back_populates="posts")
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    # timezone=True: the instant is stored as such (timestamptz on PostgreSQL), whatever the
+    # session's time zone.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     welcomed: Mapped[bool] = mapped_column(default=False)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class UserIn(BaseModel):
@@ -33,3 +33,9 @@ class PostOut(BaseModel):
     body: str
     author_id: int
     created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        # SQLite keeps no time zone; the blog stores UTC, so a naive time read back is UTC.
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -9,8 +9,8 @@ another database than `sqlite:///app.db`). Everything is built in `create_app`.
 from typing import Annotated, Any
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Flask, abort, request
-from pydantic import BaseModel, ValidationError
+from flask import Blueprint, Flask, request
+from pydantic import BaseModel, Field, ValidationError
 
 from repositories import DoesNotExist
 from uow.integrations.flask import init_app
@@ -26,12 +26,16 @@ Users = Annotated[UserService, Provide[Container.user_service]]
 Posts = Annotated[PostService, Provide[Container.post_service]]
 
 
+class PageArgs(BaseModel):
+    """The query string of a list endpoint, validated as FastAPI's `Query(ge=..., le=...)` is."""
+
+    page: int = Field(default=1, ge=1)
+    per_page: int = Field(default=20, ge=1, le=100)
+
+
 def _page_args() -> tuple[int, int]:
-    page = request.args.get("page", default=1, type=int)
-    per_page = request.args.get("per_page", default=20, type=int)
-    if page < 1 or not 1 <= per_page <= 100:
-        abort(422, "page must be >= 1 and per_page between 1 and 100")
-    return page, per_page
+    args = PageArgs.model_validate(request.args.to_dict())  # ValidationError → 422
+    return args.page, args.per_page
 
 
 def _json(model: BaseModel, status: int = 200) -> Json:
