@@ -161,11 +161,10 @@ def configure_celery(app: Celery, redis_url: str) -> None:
         result_serializer="json",
         accept_content=["json"],
         worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
     )
 
 
-celery_app = Celery("uow_e2e")
+celery_app = Celery("uow_e2e", set_as_current=False)
 configure_celery(celery_app, os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/0"))
 init_app(celery_app, container.database)
 
