@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -83,3 +83,19 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes]) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def close_celery_clients(*apps: Any) -> None:
+    """Close the broker and backend connections this (test) process opened as a Celery client.
+
+    kombu keeps global connection pools with after-fork hooks: if they still hold channels, a
+    child that this process forks later (the PostgreSQL race tests fork eight) tries to close
+    them in its after-fork hook and blocks reading a socket it shares with us.
+    """
+    import kombu.pools
+
+    kombu.pools.reset()  # closes the global pools, the producer pools included
+    for app in apps:
+        app.close()
+        # Let the app make new pools when used again, as Celery does in a forked child.
+        app.amqp._producer_pool = None

@@ -10,9 +10,10 @@ each make their own.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.orm import scoped_session
@@ -37,6 +38,8 @@ class _Scope(Generic[S]):
 
     pid: int
     value: S | None = None
+    inherited: S | None = None  # the context's session when the scope began: not ours to close
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ContextRegistry(Generic[S]):
@@ -65,7 +68,11 @@ class ContextRegistry(Generic[S]):
         scope = self._active_scope()
         if scope is not None:
             if scope.value is None:
-                scope.value = self.createfunc()
+                # Threads copied from one scope may all use `db.s` first at the same moment:
+                # exactly one session must be made, or the others would never be closed.
+                with scope.lock:
+                    if scope.value is None:
+                        scope.value = self.createfunc()
             return scope.value
         value = self._get()
         if value is None:
@@ -95,14 +102,22 @@ class ContextRegistry(Generic[S]):
     def clear(self) -> None:
         scope = self._active_scope()
         if scope is not None:
+            if scope.value is not None and scope.value is scope.inherited:
+                self._var.set(None)  # removed: the context must not get it back after the scope
             scope.value = None
         else:
             self._var.set(None)
 
     @contextmanager
     def scope(self, close: Callable[[S], object]) -> Iterator[None]:
-        """Share one slot with every context copied from here on; `close` its value at exit."""
-        scope: _Scope[S] = _Scope(os.getpid())
+        """Share one slot with every context copied from here on; `close` its value at exit.
+
+        A session the context already had (inside `with uow:`, say) is shared, not replaced,
+        and is left open at exit: it belongs to whoever opened it.
+        """
+        current = self._active_scope()
+        existing = current.value if current is not None else self._get()
+        scope: _Scope[S] = _Scope(os.getpid(), value=existing, inherited=existing)
         token = self._scope.set(scope)
         try:
             yield
@@ -111,8 +126,8 @@ class ContextRegistry(Generic[S]):
             # finalised elsewhere): that context's variable is not ours to reset.
             with suppress(ValueError):
                 self._scope.reset(token)
-            if scope.value is not None:
-                value, scope.value = scope.value, None
+            value, scope.value = scope.value, None
+            if value is not None and value is not scope.inherited:
                 close(value)
 
 

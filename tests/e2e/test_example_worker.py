@@ -28,6 +28,7 @@ from examples.blog.models import Post
 from examples.blog.schemas import PostIn, UserIn
 from examples.worker.tasks import celery_app, queue_welcomes, welcome_post
 from tests.conftest import postgres_url
+from tests.redis_server import close_celery_clients
 from uow import Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +109,13 @@ def worker(
                 process.kill()
                 process.wait(timeout=30)
                 pytest.fail(f"the worker ignored SIGTERM:\n{log_path.read_text()}")
+
+
+@pytest.fixture(autouse=True)
+def _close_celery_clients() -> Iterator[None]:
+    """Close the example app's client connections once the test is over (see the helper)."""
+    yield
+    close_celery_clients(celery_app)
 
 
 @pytest.fixture

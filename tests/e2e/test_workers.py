@@ -35,6 +35,7 @@ from sqlalchemy import select
 from tests.conftest import BACKENDS, _reset_postgres, make_database
 from tests.e2e import worker_app
 from tests.models import Base, User
+from tests.redis_server import close_celery_clients
 from uow import Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,7 +193,7 @@ def celery_run(
         run.log = log.read_text()
         yield run
     finally:
-        client.close()
+        close_celery_clients(client)
         stop(process)
 
 

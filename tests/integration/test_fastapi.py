@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 from dependency_injector import containers, providers
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -45,6 +46,16 @@ def read(db: Database, sessions: list[Session]) -> dict[str, int]:
     return {"users": users, "checked_out": db.engine.pool.checkedout()}
 
 
+def session_of_dependency(request: Request) -> Session:
+    """A sync dependency (run in the thread pool) that opens a session through `db.s`."""
+    db: Database = request.app.state.db
+    count_users(db)
+    return db.s()
+
+
+SessionOfDependency = Annotated[Session, Depends(session_of_dependency)]
+
+
 def add_reading_routes(app: FastAPI | APIRouter, db: Database, sessions: list[Session]) -> None:
     @app.get("/sync")
     def read_sync() -> dict[str, int]:
@@ -64,14 +75,8 @@ def add_reading_routes(app: FastAPI | APIRouter, db: Database, sessions: list[Se
         read(db, sessions)
         raise Boom
 
-    def session_of_dependency() -> Session:
-        count_users(db)
-        return db.s()
-
     @app.get("/same-session")
-    def same_session(
-        from_dependency: Session = Depends(session_of_dependency),
-    ) -> dict[str, int | bool]:
+    def same_session(from_dependency: SessionOfDependency) -> dict[str, int | bool]:
         sessions.append(from_dependency)
         return {
             "dependency": id(from_dependency),
@@ -82,6 +87,7 @@ def add_reading_routes(app: FastAPI | APIRouter, db: Database, sessions: list[Se
 
 def app_with_middleware(db: Database, sessions: list[Session]) -> FastAPI:
     app = FastAPI(lifespan=lifespan(db))
+    app.state.db = db
     app.add_middleware(DatabaseMiddleware, databases=[db])
     add_reading_routes(app, db, sessions)
     return app
@@ -159,6 +165,28 @@ def test_two_hundred_mixed_requests_leave_no_connection_checked_out(db: Database
     assert_all_closed(db, sessions)
 
 
+def test_a_sync_background_task_shares_the_requests_session_which_is_closed_after_it(
+    db: Database,
+) -> None:
+    sessions: list[Session] = []
+    app = FastAPI()
+    app.add_middleware(DatabaseMiddleware, databases=[db])
+
+    def after_response() -> None:
+        read(db, sessions)
+
+    @app.get("/with-task")
+    def with_task(tasks: BackgroundTasks) -> dict[str, int]:
+        tasks.add_task(after_response)
+        return read(db, sessions)
+
+    assert TestClient(app).get("/with-task").status_code == 200
+
+    assert len(sessions) == 2
+    assert sessions[0] is sessions[1]
+    assert_all_closed(db, sessions)
+
+
 def test_without_the_middleware_a_sync_endpoint_leaves_its_connection_checked_out(
     db: Database,
 ) -> None:
@@ -223,6 +251,7 @@ def test_the_session_scope_dependency_closes_the_sessions_of_its_router(db: Data
     router = APIRouter(prefix="/scoped", dependencies=[Depends(session_scope(db))])
     add_reading_routes(router, db, scoped)
     app = FastAPI()
+    app.state.db = db
     app.include_router(router)
     add_reading_routes(app, db, unscoped)
     client = TestClient(app, raise_server_exceptions=False)
@@ -318,6 +347,10 @@ class Container(containers.DeclarativeContainer):
     uow = providers.Singleton(AppUnitOfWork, db.database)
 
 
+# A default value, not `Annotated`: with postponed annotations `@inject` sees only strings.
+INJECTED_UOW = Depends(Provide[Container.uow])
+
+
 def test_an_injected_unit_of_work_uses_the_overridden_database(db: Database) -> None:
     container = Container()
     container.db.database.override(providers.Object(db))
@@ -327,9 +360,7 @@ def test_an_injected_unit_of_work_uses_the_overridden_database(db: Database) -> 
 
     @app.post("/users")
     @inject
-    def create_user(
-        email: str, uow: AppUnitOfWork = Depends(Provide[Container.uow])
-    ) -> dict[str, int | bool]:
+    def create_user(email: str, uow: AppUnitOfWork = INJECTED_UOW) -> dict[str, int | bool]:
         with uow:
             user = uow.users.create(email=email, name="Ada")
             sessions.append(uow.session)
@@ -337,9 +368,7 @@ def test_an_injected_unit_of_work_uses_the_overridden_database(db: Database) -> 
 
     @app.get("/users/count")
     @inject
-    async def users_count(
-        uow: AppUnitOfWork = Depends(Provide[Container.uow]),
-    ) -> dict[str, int | bool]:
+    async def users_count(uow: AppUnitOfWork = INJECTED_UOW) -> dict[str, int | bool]:
         sessions.append(uow.database.s())
         return {"users": count_users(uow.database), "singleton": uow is container.uow()}
 

@@ -175,16 +175,53 @@ def test_a_new_scope_starts_with_a_new_session(db: Database) -> None:
     assert not first.in_transaction()
 
 
-def test_a_scope_does_not_reuse_the_session_the_context_had_before_it(db: Database) -> None:
+def test_a_scope_shares_the_session_the_context_had_before_it_and_leaves_it_open(
+    db: Database,
+) -> None:
     before = db.s()
     try:
+        before.execute(select(1))
         with db.session_scope():
-            inside = db.s()
-            assert inside is not before
-        # Leaving the scope gives the context its own session back, untouched.
+            assert db.s() is before
+            assert run_in_copied_context_thread(db.s) is before
+        # The session was not the scope's to close: the context keeps it, transaction and all.
         assert db.s() is before
+        assert before.in_transaction()
     finally:
         db.s.remove()
+
+
+def test_a_scope_inside_a_unit_of_work_uses_the_unit_of_works_session(db: Database) -> None:
+    uow = AppUnitOfWork(db)
+    with uow:
+        with db.session_scope():
+            assert db.s() is uow.session
+            db.s.add(User(email="scoped@example.com", name="Scoped"))
+        assert uow.session.in_transaction()
+    with uow:
+        assert uow.users.exists(email="scoped@example.com")
+
+
+def test_threads_first_using_a_scope_at_once_share_one_session(db: Database) -> None:
+    workers = 8
+    barrier = threading.Barrier(workers)
+    seen: list[object] = []
+
+    def first_use() -> None:
+        barrier.wait()
+        seen.append(db.s())
+
+    with db.session_scope():
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(first_use,))
+            for _ in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({id(session) for session in seen}) == 1
+        assert seen[0] is db.s()
 
 
 def test_remove_inside_a_scope_closes_and_forgets_the_session(db: Database) -> None:
