@@ -34,12 +34,16 @@ M = TypeVar("M")
 
 @dataclass(eq=False, slots=True)
 class _Scope(Generic[S]):
-    """One session slot shared by every context copied from inside `ContextRegistry.scope()`."""
+    """The sessions opened inside one `ContextRegistry.scope()`, by any context copied from it."""
 
     pid: int
-    value: S | None = None
-    inherited: S | None = None  # the context's session when the scope began: not ours to close
+    opened: list[S] = field(default_factory=list)
+    closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def track(self, value: S) -> None:
+        with self.lock:  # contexts copied from one scope run in several threads
+            self.opened.append(value)
 
 
 class ContextRegistry(Generic[S]):
@@ -48,9 +52,10 @@ class ContextRegistry(Generic[S]):
     The stored value records the process id: a forked child never reuses (or closes) a session
     inherited from its parent, whose connection belongs to the parent.
 
-    Inside `scope()` the session lives in a mutable slot instead, which contexts copied from the
-    scope share: a sync endpoint that a web framework runs in a worker thread (with a *copy* of
-    the request's context) then stores its session where the request's end can close it.
+    Each context keeps its own session, always: two threads or tasks never share one, so two
+    units of work running at once never share a transaction. `scope()` adds bookkeeping on top:
+    a session opened inside it, in the scope's context or in any context copied from it (a
+    framework's worker thread), is recorded there, and closed when the scope ends.
     """
 
     def __init__(self, createfunc: Callable[[], S], name: str) -> None:
@@ -58,26 +63,16 @@ class ContextRegistry(Generic[S]):
         self._var: ContextVar[tuple[int, S] | None] = ContextVar(name, default=None)
         self._scope: ContextVar[_Scope[S] | None] = ContextVar(f"{name}_scope", default=None)
 
-    def _active_scope(self) -> _Scope[S] | None:
-        scope = self._scope.get()
-        if scope is None or scope.pid != os.getpid():
-            return None
-        return scope
-
     def __call__(self) -> S:
-        scope = self._active_scope()
-        if scope is not None:
-            if scope.value is None:
-                # Threads copied from one scope may all use `db.s` first at the same moment:
-                # exactly one session must be made, or the others would never be closed.
-                with scope.lock:
-                    if scope.value is None:
-                        scope.value = self.createfunc()
-            return scope.value
         value = self._get()
         if value is None:
             value = self.createfunc()
             self._var.set((os.getpid(), value))
+            scope = self._scope.get()
+            # A context copied before the scope ended (a task left running) must not record
+            # sessions in a scope that nobody will close again.
+            if scope is not None and scope.pid == os.getpid() and not scope.closed:
+                scope.track(value)
         return value
 
     def _get(self) -> S | None:
@@ -87,37 +82,21 @@ class ContextRegistry(Generic[S]):
         return stored[1]
 
     def has(self) -> bool:
-        scope = self._active_scope()
-        if scope is not None:
-            return scope.value is not None
         return self._get() is not None
 
     def set(self, obj: S) -> None:
-        scope = self._active_scope()
-        if scope is not None:
-            scope.value = obj
-        else:
-            self._var.set((os.getpid(), obj))
+        self._var.set((os.getpid(), obj))
 
     def clear(self) -> None:
-        scope = self._active_scope()
-        if scope is not None:
-            if scope.value is not None and scope.value is scope.inherited:
-                self._var.set(None)  # removed: the context must not get it back after the scope
-            scope.value = None
-        else:
-            self._var.set(None)
+        self._var.set(None)
 
     @contextmanager
     def scope(self, close: Callable[[S], object]) -> Iterator[None]:
-        """Share one slot with every context copied from here on; `close` its value at exit.
-
-        A session the context already had (inside `with uow:`, say) is shared, not replaced,
-        and is left open at exit: it belongs to whoever opened it.
+        """Record every session opened from here on, in this context or copies of it; `close`
+        them all at exit. A session the context had before the scope is left alone: it belongs
+        to whoever opened it (a `with uow:` block around the scope, say).
         """
-        current = self._active_scope()
-        existing = current.value if current is not None else self._get()
-        scope: _Scope[S] = _Scope(os.getpid(), value=existing, inherited=existing)
+        scope: _Scope[S] = _Scope(os.getpid())
         token = self._scope.set(scope)
         try:
             yield
@@ -126,8 +105,13 @@ class ContextRegistry(Generic[S]):
             # finalised elsewhere): that context's variable is not ours to reset.
             with suppress(ValueError):
                 self._scope.reset(token)
-            value, scope.value = scope.value, None
-            if value is not None and value is not scope.inherited:
+            with scope.lock:
+                scope.closed = True
+                opened, scope.opened = scope.opened, []
+            stored = self._var.get()
+            if stored is not None and any(stored[1] is value for value in opened):
+                self._var.set(None)  # this context must not keep a session closed below
+            for value in opened:
                 close(value)
 
 

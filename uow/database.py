@@ -93,16 +93,18 @@ class Database:
         self._stack: ContextVar[_Stack] = ContextVar(f"uow_stack_{number}", default=(0, ()))
 
     def session_scope(self) -> AbstractContextManager[None]:
-        """Share one context-local session with every context copied from inside the block.
+        """Close, at the end of the block, every session opened inside it: also in threads.
 
         `db.s` keeps one session per context. Web frameworks run sync code in worker threads
-        with a *copy* of the request's context, so a session such code opens would live only in
-        that copy, out of reach of `db.s.remove()` at the end of the request. Inside
-        `session_scope()`, the request and every context copied from it (threads of
-        `run_in_threadpool` or `asyncio.to_thread`, tasks) share one session, which the block
-        closes and forgets at exit, also after an exception. The integrations enter it for
-        every request (`uow.integrations.fastapi.DatabaseMiddleware`); use it directly for
-        other frameworks. As always, one session must not be used by two threads at once.
+        with a *copy* of the request's context, so a session such code opens through `db.s`
+        lives only in that copy, out of reach of a `db.s.remove()` at the end of the request.
+        Every session opened inside `session_scope()`, in its context or in any context copied
+        from it (threads of `run_in_threadpool` or `asyncio.to_thread`, tasks), is recorded and
+        closed when the block ends, also after an exception. Each context still has its own
+        session: two threads never share one. A session the context had before the block (in
+        an enclosing `with uow:`) is left alone. The FastAPI integration enters it for every
+        request (`uow.integrations.fastapi.DatabaseMiddleware`); use it directly for other
+        frameworks.
 
         Examples:
             ```python

@@ -9,6 +9,7 @@ the scope closes it (no pooled connection stays checked out) when it exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from collections.abc import Callable
@@ -65,17 +66,17 @@ def assert_closed(db: Database, session: Session) -> None:
 # -- threads started inside a scope share its session -------------------------------------------
 
 
-def test_a_thread_started_with_to_thread_in_a_scope_uses_the_scopes_session(
+def test_a_session_a_to_thread_thread_opened_in_a_scope_is_closed_at_its_end(
     db: Database,
 ) -> None:
-    async def main() -> tuple[Session, Session, int]:
+    async def main() -> tuple[Session, bool, int]:
         with db.session_scope():
             in_thread = await asyncio.to_thread(query_and_return_session(db))
             checked_out_inside = db.engine.pool.checkedout()
-            return in_thread, db.s(), checked_out_inside
+            return in_thread, db.s.registry.has(), checked_out_inside
 
-    in_thread, in_scope, checked_out_inside = asyncio.run(main())
-    assert in_thread is in_scope
+    in_thread, ours_has_one, checked_out_inside = asyncio.run(main())
+    assert not ours_has_one  # the thread's session lived in the thread's copy of the context
     assert checked_out_inside == 1
     assert_closed(db, in_thread)
 
@@ -94,8 +95,8 @@ def test_a_copied_context_thread_in_a_scope_shares_the_session_the_scope_opened_
 def test_the_session_a_thread_opened_is_closed_when_the_scope_exits(db: Database) -> None:
     with db.session_scope():
         in_thread = run_in_copied_context_thread(query_and_return_session(db))
-        assert db.engine.pool.checkedout() == 1
-        assert db.s.registry.has()
+        assert db.engine.pool.checkedout() == 1  # the thread's session still holds it
+        assert not db.s.registry.has()  # it lives in the thread's context, not in ours
     assert_closed(db, in_thread)
     assert not db.s.registry.has()
 
@@ -202,14 +203,18 @@ def test_a_scope_inside_a_unit_of_work_uses_the_unit_of_works_session(db: Databa
         assert uow.users.exists(email="scoped@example.com")
 
 
-def test_threads_first_using_a_scope_at_once_share_one_session(db: Database) -> None:
+# PostgreSQL only: on SQLite each open transaction would wait for the others' write lock.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_threads_running_at_once_in_a_scope_each_get_their_own_session(db: Database) -> None:
     workers = 8
     barrier = threading.Barrier(workers)
-    seen: list[object] = []
+    seen: list[Session] = []
 
     def first_use() -> None:
         barrier.wait()
-        seen.append(db.s())
+        session = db.s()
+        session.execute(select(1))
+        seen.append(session)
 
     with db.session_scope():
         threads = [
@@ -220,32 +225,69 @@ def test_threads_first_using_a_scope_at_once_share_one_session(db: Database) -> 
             thread.start()
         for thread in threads:
             thread.join()
-        assert len({id(session) for session in seen}) == 1
-        assert seen[0] is db.s()
+        # Never one session (and one transaction) for concurrent units of work.
+        assert len({id(session) for session in seen}) == workers
+        assert db.engine.pool.checkedout() == workers
+    assert db.engine.pool.checkedout() == 0
+    assert not any(session.in_transaction() for session in seen)
+
+
+# PostgreSQL only: on SQLite the second block would wait at BEGIN for the first one's lock.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_two_units_of_work_in_threads_of_one_scope_commit_or_roll_back_alone(
+    db: Database,
+) -> None:
+    uow = AppUnitOfWork(db)
+    barrier = threading.Barrier(2)
+
+    def work(email: str, fail: bool) -> None:
+        with uow:
+            uow.users.create(email=email, name="x")
+            barrier.wait()  # both blocks are open at once
+            if fail:
+                raise Boom
+
+    def run(email: str, fail: bool) -> None:
+        with contextlib.suppress(Boom):
+            work(email, fail)
+
+    with db.session_scope():
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(run, email, fail))
+            for email, fail in (("kept@example.com", False), ("lost@example.com", True))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with db.Session() as fresh:
+        assert fresh.scalars(select(User.email)).all() == ["kept@example.com"]
 
 
 def test_remove_inside_a_scope_closes_and_forgets_the_session(db: Database) -> None:
     with db.session_scope():
-        first = run_in_copied_context_thread(query_and_return_session(db))
+        first = db.s()
+        first.execute(select(1))
         db.s.remove()
         assert not first.in_transaction()
         assert db.engine.pool.checkedout() == 0
         assert not db.s.registry.has()
         second = db.s()
         assert second is not first
-        assert run_in_copied_context_thread(db.s) is second
+        assert run_in_copied_context_thread(db.s) is second  # copied after it was opened
     assert not db.s.registry.has()
 
 
-def test_remove_in_a_copied_context_inside_a_scope_forgets_the_scopes_session(
+def test_remove_in_a_copied_context_closes_the_shared_session_which_the_scope_closes_again(
     db: Database,
 ) -> None:
     with db.session_scope():
         first = db.s()
         first.execute(select(1))
         run_in_copied_context_thread(db.s.remove)
-        assert not first.in_transaction()
-        assert db.s() is not first
+        assert not first.in_transaction()  # closed; our context may still reopen it
+    assert not db.s.registry.has()
+    assert db.engine.pool.checkedout() == 0
 
 
 # -- units of work inside a scope ----------------------------------------------------------------
