@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, TypeAlias
 
 from uow.database import Database
@@ -36,9 +37,20 @@ def databases(sources: Iterable[DatabaseSource]) -> list[Database]:
 
 
 def remove_sessions(sources: Iterable[DatabaseSource]) -> None:
-    """Close and forget the current context's session of each database."""
+    """Close and forget the current context's session of each database.
+
+    A database with a `with uow:` block still open in this context is left alone: the hook
+    fired inside the block (an eager Celery task sent from it, a nested Flask app context), and
+    closing the block's session would silently drop its work.
+    """
     for database in databases(sources):
-        database.s.remove()
+        if not _in_unit_of_work(database):
+            database.s.remove()
+
+
+def _in_unit_of_work(database: Database) -> bool:
+    pid, frames = database._stack.get()
+    return pid == os.getpid() and bool(frames)
 
 
 def dispose_inherited(sources: Iterable[DatabaseSource]) -> None:
