@@ -71,7 +71,9 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_ignore_empty=True,  # `DATABASE_POOL_SIZE=` means "not set", not an error
-        extra="forbid",  # a misspelt keyword or config key is an error, not silently ignored
+        # Unrelated DATABASE_* variables and .env lines are not ours to reject; misspelt
+        # keyword arguments (and container config keys) are checked in __init__.
+        extra="ignore",
         frozen=True,
         hide_input_in_errors=True,  # a URL may carry a password: keep it out of tracebacks
     )
@@ -87,10 +89,23 @@ class DatabaseSettings(BaseSettings):
     sqlite_transaction_mode: Literal["IMMEDIATE", "DEFERRED", "EXCLUSIVE"] = "IMMEDIATE"
 
     def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - set(type(self).model_fields))
+        if unknown:
+            valid = ", ".join(type(self).model_fields)
+            raise SettingsError(
+                f"unknown database setting(s): {', '.join(unknown)}; valid ones: {valid}"
+            )
         try:
             super().__init__(**values)
         except ValidationError as err:
             raise SettingsError(_describe(err)) from err
+
+    def __repr_args__(self) -> Any:
+        # A URL may carry a password: repr() and str() show it masked, as SQLAlchemy does.
+        for name, value in super().__repr_args__():
+            if name == "url" and isinstance(value, str):
+                value = make_url(value).render_as_string(hide_password=True)
+            yield name, value
 
     @field_validator("url")
     @classmethod
@@ -141,11 +156,5 @@ def _describe(err: ValidationError) -> str:
         # A URL may carry a password: never echo it.
         shown = "input" in error and field != "url"
         given = f" (got {error['input']!r})" if shown else ""
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            valid = ", ".join(
-                f"{ENV_PREFIX}{name.upper()}" for name in DatabaseSettings.model_fields
-            )
-            message = f"not a database setting; valid ones: {valid}"
-        lines.append(f"{variable}: {message}{given}")
+        lines.append(f"{variable}: {error['msg']}{given}")
     return "invalid database settings:\n  " + "\n  ".join(lines)

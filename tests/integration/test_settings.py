@@ -250,10 +250,25 @@ def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.echo is False
 
 
-def test_a_misspelt_keyword_is_an_error_listing_the_valid_settings() -> None:
-    with pytest.raises(SettingsError, match="DATABASE_POOL_SIZE2") as caught:
-        DatabaseSettings(pool_size2=1)
-    assert "DATABASE_POOL_SIZE," in str(caught.value)
+def test_a_misspelt_keyword_is_an_error_listing_the_valid_settings_without_its_value() -> None:
+    with pytest.raises(SettingsError, match="uri") as caught:
+        DatabaseSettings(uri="postgresql://app:s3cret@db.example.com/app")
+    message = str(caught.value)
+    assert "pool_size" in message
+    assert "s3cret" not in message
+
+
+def test_unrelated_database_variables_are_not_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_PASSWORD", "s3cret")  # another tool's variable
+    assert DatabaseSettings().url == "sqlite:///app.db"
+
+
+def test_repr_and_str_mask_the_password_in_the_url() -> None:
+    settings = DatabaseSettings(url="postgresql+psycopg://app:s3cret@db.example.com/app")
+    for text in (repr(settings), str(settings)):
+        assert "s3cret" not in text
+        assert "app:***@db.example.com" in text
+    assert settings.url.endswith("app:s3cret@db.example.com/app")  # the value itself is intact
 
 
 def test_the_transaction_mode_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
