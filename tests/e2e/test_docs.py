@@ -37,3 +37,15 @@ def test_docs_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         os.environ.clear()
         os.environ.update(environ)
+
+
+def test_every_snippet_include_is_well_formed_and_names_an_existing_file() -> None:
+    # A formatter once turned `--8<-- "path"` into `--8 < --"path"`, which mkdocs shows as is.
+    includes = []
+    for page in sorted(DOCS.rglob("*.md")):
+        for line in re.findall(r"^--8.*$", page.read_text(), re.MULTILINE):
+            match = re.fullmatch(r'--8<-- "([^"]+)"', line)
+            assert match, f"{page.name}: malformed snippet line {line!r}"
+            includes.append(DOCS.parent / match.group(1))
+    assert includes
+    assert all(path.is_file() for path in includes), includes
