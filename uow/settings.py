@@ -16,8 +16,8 @@ __all__ = ["DEFAULT_DATABASE_URL", "DatabaseSettings", "SettingsError"]
 
 ENV_PREFIX = "DATABASE_"
 
-# An embedded SQLite file in the working directory: the library works with no configuration.
 DEFAULT_DATABASE_URL = "sqlite:///app.db"
+"""The URL used when `DATABASE_URL` is unset: an embedded SQLite file in the working directory."""
 
 # Settings that become `create_engine` keyword arguments when they are set. Left unset, the
 # dialect's own defaults apply (SQLite's in-memory pool takes no pool size, for example).

@@ -55,7 +55,9 @@ class PostService:
             if welcome is not None:
                 post_id = post.id
                 # After the commit only: a job must never see a post that was rolled back.
-                self.uow.on_commit(lambda: welcome(post_id))
+                # robust: if the broker is down, the post is still published (and logged);
+                # a periodic sweep over `welcomed=False` posts can queue what was missed.
+                self.uow.on_commit(lambda: welcome(post_id), robust=True)
         return PostOut.model_validate(post)
 
     def by_author(self, author_id: int, page: int, per_page: int) -> Page[PostOut]:

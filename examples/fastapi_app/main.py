@@ -85,7 +85,7 @@ def create_app(container: Container | None = None) -> FastAPI:
 
     app = FastAPI(title="Blog", lifespan=app_lifespan)
     app.state.container = container
-    # One session per request, closed when the response is sent; the provider is resolved per
+    # Sessions opened during a request are closed at its end; the provider is resolved per
     # request, so overriding `container.db.database` in a test takes effect.
     app.add_middleware(DatabaseMiddleware, databases=[container.db.database])
     app.add_exception_handler(DoesNotExist, not_found)

@@ -78,7 +78,9 @@ def not_found(error: DoesNotExist) -> Json:
 
 
 def invalid(error: ValidationError) -> Json:
-    return {"detail": error.errors(include_url=False, include_context=False)}, 422
+    # No `input` in the answer: a client sees what was wrong, not the data it was wrong in.
+    detail = error.errors(include_url=False, include_context=False, include_input=False)
+    return {"detail": detail}, 422
 
 
 def create_app(container: Container | None = None) -> Flask:

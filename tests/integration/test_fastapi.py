@@ -396,3 +396,21 @@ def test_an_injected_unit_of_work_uses_the_overridden_database(db: Database) -> 
     assert counted.json() == {"users": 1, "singleton": True}
     assert committed_emails(db) == ["ada@example.com"]
     assert_all_closed(db, sessions)
+
+
+def test_lifespan_accepts_a_container_provider_and_rebuilds_singletons_on_the_next_start(
+    tmp_path: Path,
+) -> None:
+    class App(containers.DeclarativeContainer):
+        db = providers.Container(DatabaseContainer)
+        uow = providers.Singleton(AppUnitOfWork, db.database)
+
+    container = App()
+    container.db.config.url.from_value(f"sqlite:///{tmp_path / 'life.db'}")
+    app = FastAPI(lifespan=lifespan(container.db, container))
+    with TestClient(app):
+        first = container.uow().database
+        assert first is container.db.database()
+    with TestClient(app):  # a second start: the unit of work follows the new Database
+        assert container.uow().database is container.db.database()
+    assert container.uow().database is not first

@@ -6,10 +6,12 @@ app.add_middleware(DatabaseMiddleware, databases=[db])
 ```
 
 `DatabaseMiddleware` wraps every request in [`Database.session_scope`][uow.Database.session_scope]:
-the request, its dependencies and its endpoint share one context-local session per database
-(sync endpoints and dependencies too, although FastAPI runs them in a thread pool with a copy of
-the request's context), and that session is closed when the response has been sent, also after
-an exception. `lifespan` disposes the engines when the application shuts down.
+every session opened through `db.s` while the request is handled is closed when it ends, that
+is after the response and its background tasks, also after an exception. That includes the
+sessions of sync endpoints, dependencies and background tasks, which FastAPI runs in a thread
+pool with a copy of the request's context (each such thread has a session of its own). A
+websocket connection is one request: its sessions are closed when it closes. `lifespan`
+disposes the engines when the application shuts down.
 
 Inject a UnitOfWork or a service with dependency-injector's `Depends(Provide[...])`; see the
 "Web apps" guide.
@@ -20,14 +22,13 @@ from __future__ import annotations
 from contextlib import ExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from dependency_injector.containers import Container
-
 from uow.integrations._common import databases, missing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
     from contextlib import AbstractAsyncContextManager
 
+    from dependency_injector.containers import Container
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from uow.integrations._common import DatabaseSource
@@ -94,10 +95,15 @@ def lifespan(
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A FastAPI `lifespan` that disposes engines when the application shuts down.
 
+    Every resource is shut down, even when an earlier one fails.
+
     Args:
         resources: Databases (or callables returning them) to dispose, and dependency-injector
-            containers whose `shutdown_resources()` to call (which disposes a
-            [`DatabaseContainer`][uow.containers.DatabaseContainer]'s database).
+            containers (or `providers.Container` providers such as `container.db`) whose
+            `shutdown_resources()` to call, which disposes a
+            [`DatabaseContainer`][uow.containers.DatabaseContainer]'s database. Their
+            singletons are reset too (`reset_singletons()`), so that a unit of work built on
+            the disposed Database is rebuilt on the new one if the application starts again.
 
     Examples:
         ```python
@@ -107,13 +113,21 @@ def lifespan(
 
     @asynccontextmanager
     async def _lifespan(app: Any) -> AsyncIterator[None]:
-        try:
+        with ExitStack() as stack:
+            # Callbacks run last-in first-out: register in reverse to shut down in order.
+            for resource in reversed(resources):
+                stack.callback(_shut_down, resource)
             yield
-        finally:
-            for resource in resources:
-                if isinstance(resource, Container):
-                    resource.shutdown_resources()
-                else:
-                    databases([resource])[0].dispose()
 
     return _lifespan
+
+
+def _shut_down(resource: DatabaseSource | Container) -> None:
+    shutdown = getattr(resource, "shutdown_resources", None)
+    if shutdown is None:  # a Database, or a callable returning one
+        databases([resource])[0].dispose()  # type: ignore[list-item]
+        return
+    shutdown()
+    reset = getattr(resource, "reset_singletons", None)
+    if reset is not None:
+        reset()
