@@ -56,14 +56,16 @@ class UowWorker(Worker):
         if databases is not None:
             self.databases = tuple(databases)  # type: ignore[misc]
 
-    def main_work_horse(self, job: Job, queue: Queue) -> None:
+    def main_work_horse(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
         """Runs in the forked horse: drop the inherited pools, then run the job."""
         dispose_inherited(self.databases)
-        super().main_work_horse(job, queue)
+        super().main_work_horse(job, queue, *args, **kwargs)
 
-    def perform_job(self, job: Job, queue: Queue) -> bool:
+    # *args/**kwargs: RQ 3 added a third argument (`execution`) to these hooks; passing the
+    # rest through serves RQ 2 and 3 alike.
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         """Run the job, then close and remove the context-local sessions."""
         try:
-            return bool(super().perform_job(job, queue))
+            return bool(super().perform_job(job, queue, *args, **kwargs))
         finally:
             remove_sessions(self.databases)
