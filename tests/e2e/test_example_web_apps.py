@@ -20,13 +20,13 @@ import pytest
 from dependency_injector import providers
 from fastapi.testclient import TestClient
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from examples.blog.containers import Container
 from examples.blog.models import Base, Post, User
 from examples.fastapi_app.main import create_app as create_fastapi_app
 from examples.flask_app.app import create_app as create_flask_app
-from tests.conftest import postgres_url
+from tests.conftest import _reset_postgres, postgres_url
 from uow import Database
 
 FRAMEWORKS = ["fastapi", "flask"]
@@ -76,12 +76,6 @@ class FlaskApi:
         return Reply(response.status_code, response.get_json(silent=True))
 
 
-def reset_schema(database: Database) -> None:
-    with database.engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-
-
 @pytest.fixture
 def blog_db(backend: str, tmp_path: Path) -> Iterator[Database]:
     """An empty Database for the blog (the apps create its tables); dropped afterwards."""
@@ -89,13 +83,13 @@ def blog_db(backend: str, tmp_path: Path) -> Iterator[Database]:
         database = Database(f"sqlite:///{tmp_path / 'blog.db'}")
     else:
         database = Database(postgres_url())
-        reset_schema(database)
+        _reset_postgres(database)
     try:
         yield database
     finally:
         database.s.remove()
         if backend == "postgresql":
-            reset_schema(database)
+            _reset_postgres(database)
         database.dispose()
 
 
