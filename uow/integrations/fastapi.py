@@ -22,7 +22,7 @@ from __future__ import annotations
 from contextlib import ExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from uow.integrations._common import databases, missing
+from uow.integrations._common import databases, missing, session_scopes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -64,9 +64,7 @@ class DatabaseMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        with ExitStack() as stack:
-            for database in databases(self.databases):
-                stack.enter_context(database.session_scope())
+        with session_scopes(self.databases):
             await self.app(scope, receive, send)
 
 
@@ -82,9 +80,7 @@ def session_scope(*sources: DatabaseSource) -> Callable[[], AsyncIterator[None]]
     async def _session_scope() -> AsyncIterator[None]:
         # An async dependency runs in the request's own context, so the scope it enters is
         # inherited by the endpoint and by the sync dependencies FastAPI runs in threads.
-        with ExitStack() as stack:
-            for database in databases(sources):
-                stack.enter_context(database.session_scope())
+        with session_scopes(sources):
             yield
 
     return _session_scope
