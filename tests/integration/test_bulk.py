@@ -13,6 +13,7 @@ from sqlalchemy import String, cast, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from repositories import FieldError, MultipleObjectsReturned
+from tests.integration.helpers import seed, stored
 from tests.models import AppUnitOfWork, User
 from uow import Database
 from uow.testing import count_statements
@@ -31,18 +32,6 @@ class UserWithPassword(BaseModel):
     email: str
     name: str
     password: str
-
-
-def stored(db: Database) -> dict[str, tuple[str, int | None]]:
-    """The committed users as {email: (name, age)}, read on a fresh session."""
-    with db.Session() as session:
-        return {u.email: (u.name, u.age) for u in session.scalars(select(User))}
-
-
-def seed(uow: AppUnitOfWork, *users: tuple[str, str, int | None]) -> list[User]:
-    """Commit users given as (email, name, age) and return them."""
-    with uow:
-        return [uow.users.create(email=e, name=n, age=a) for e, n, a in users]
 
 
 def insert_generated_users(uow: AppUnitOfWork, count: int) -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import insert, inspect, select
 
 from repositories import DoesNotExist, FieldError, MultipleObjectsReturned, Page, Query
+from tests.integration.helpers import stored
 from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
@@ -35,12 +36,6 @@ def seed(uow: AppUnitOfWork, count: int) -> list[int]:
         if rows:
             uow.session.execute(insert(User), rows)
         return list(uow.session.scalars(select(User.id).order_by(User.id)))
-
-
-def stored(db: Database) -> dict[str, tuple[str, int | None]]:
-    """The committed users as {email: (name, age)}, read on a fresh session."""
-    with db.Session() as session:
-        return {u.email: (u.name, u.age) for u in session.scalars(select(User))}
 
 
 def ids(users: list[User]) -> list[int]:
