@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import groupby
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -147,7 +148,10 @@ def insert_rows(
             rows = [{keys[name]: value for name, value in row.items()} for row in rows]
         connection = session.connection(bind_arguments={"mapper": inspect(model)})
         for batch in chunks(rows, batch_size or len(rows)):
-            connection.execute(statement, list(batch))
+            # Core compiles one INSERT from the first row's keys: rows with other keys would
+            # lose their extra values or fail, so each run of rows with one key set goes alone.
+            for _, run in groupby(batch, key=frozenset):
+                connection.execute(statement, list(run))
         return created
     ascending = _ascending_key(model, rows) if dialect == "sqlite" else None
     for batch in chunks(rows, batch_size or len(rows)):
