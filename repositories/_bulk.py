@@ -12,6 +12,7 @@ from sqlalchemy import insert as generic_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ColumnProperty
 
+from repositories._links import Link, links_of
 from uow.errors import FieldError
 
 if TYPE_CHECKING:
@@ -42,14 +43,17 @@ def _columns(model: type[Any]) -> dict[str, ColumnProperty[Any]]:
     return {p.key: p for p in inspect(model).attrs if isinstance(p, ColumnProperty)}
 
 
-def rows_of(model: type[Any], items: Iterable[Any]) -> list[dict[str, Any]]:
-    """Column-value dicts from dicts, pydantic models or instances of `model`, all validated.
+def rows_of(model: type[Any], items: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Link]]:
+    """Column-value dicts from dicts, pydantic models or instances of `model`, all validated,
+    and the many-to-ones set on the instances (their foreign keys are filled in later).
 
     Each distinct set of keys is checked once: a 100k-row load usually has one.
     """
+    mapper = inspect(model)
     columns = _columns(model)
     checked: set[frozenset[str]] = set()
     rows: list[dict[str, Any]] = []
+    links: list[Link] = []
     for item in items:
         if isinstance(item, dict):
             row = item
@@ -58,6 +62,7 @@ def rows_of(model: type[Any], items: Iterable[Any]) -> list[dict[str, Any]]:
         elif isinstance(item, model):
             state = item.__dict__
             row = {name: state[name] for name in columns if name in state}
+            links.extend(links_of(mapper, item, row))
         else:
             raise TypeError(
                 f"bulk_create takes dicts, pydantic models or {model.__name__} objects, "
@@ -72,7 +77,7 @@ def rows_of(model: type[Any], items: Iterable[Any]) -> list[dict[str, Any]]:
                 )
             checked.add(keys)
         rows.append(row)
-    return rows
+    return rows, links
 
 
 def unique_column(model: type[Any], field_name: str) -> ColumnElement[Any]:

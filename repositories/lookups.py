@@ -83,7 +83,10 @@ def _case_insensitive(method: str) -> _Op:
 
 def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise FieldError(f"'in' takes a list, tuple or set of values, not {type(value).__name__}")
+        raise FieldError(
+            f"'in' takes an iterable of values (list, tuple, set, generator...), "
+            f"not {type(value).__name__}"
+        )
     values = list(value)
     if not values:
         raise EmptyResult
@@ -91,8 +94,10 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
 
 
 def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise FieldError(f"'range' takes a (low, high) pair, not {type(value).__name__}")
+    if not isinstance(value, list | tuple):  # a set or a generator has no low and high end
+        raise FieldError(
+            f"'range' takes a (low, high) pair as a list or tuple, not {type(value).__name__}"
+        )
     pair = list(value)
     if len(pair) != 2:
         raise FieldError(f"'range' takes a (low, high) pair, got {len(pair)} values")
@@ -246,6 +251,8 @@ def _condition(
         if part in fields.columns:
             op = _operator(key, current, rest)
             column = getattr(current, part)
+            if op == "in" and isinstance(value, Iterable) and not isinstance(value, str | bytes):
+                value = list(value)  # a generator is read once, here, so its values are checked
             _check_value(current, part, fields.python_types[part], op, value)
             condition = OPERATORS[op](column, value, dialect)
             return _through(path, condition)

@@ -10,6 +10,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from repositories import _bulk as bulk
+from repositories import _links as links
 from repositories._integrity import is_unique_violation
 from repositories.lookups import check_fields
 from repositories.query import Query
@@ -194,11 +195,13 @@ class Repository(Generic[ModelT]):
         """Insert many rows with multi-row INSERT statements; return the new objects in order.
 
         `items` are dicts, pydantic models (fields that were set) or model instances (their
-        column values; the returned objects are the ones the session holds). Every item is
-        validated before any SQL. With `ignore_conflicts=True` rows that break a unique
-        constraint are skipped (`ON CONFLICT DO NOTHING`, PostgreSQL and SQLite) and are absent
-        from the result. Objects come back with their primary keys where the database can
-        return them (PostgreSQL, SQLite); elsewhere they are built from the given values.
+        column values, and the foreign keys of the many-to-one objects set on them, as
+        `Post(author=ada)`; the returned objects are new ones the session holds, the
+        instances given stay transient). Every item is validated before any SQL. With
+        `ignore_conflicts=True` rows that break a unique constraint are skipped (`ON CONFLICT
+        DO NOTHING`, PostgreSQL and SQLite) and are absent from the result. Objects come back
+        with their primary keys where the database can return them (PostgreSQL, SQLite);
+        elsewhere they are built from the given values.
         Empty input runs no SQL.
 
         Building the objects costs more than the INSERT itself for large loads: with
@@ -207,17 +210,21 @@ class Repository(Generic[ModelT]):
 
         Raises:
             ValueError: `batch_size` is not None nor a positive integer.
-            FieldError: an item has a key that is not a column of the model.
+            FieldError: an item has a key that is not a column of the model, or an instance
+                holds related objects bulk_create cannot save (a collection, or a many-to-one
+                object that has no key and is not in the session).
         """
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise ValueError(f"batch_size must be None or a positive integer, not {batch_size!r}")
-        rows = bulk.rows_of(self.model, items)
+        rows, related = bulk.rows_of(self.model, items)
         if not rows:
             return []
+        links.detach(self.session, related)
         self.session.flush()
-        return bulk.insert_rows(
+        links.fill_foreign_keys(related)
+        created = bulk.insert_rows(
             self.session,
             self.model,
             rows,
@@ -226,6 +233,8 @@ class Repository(Generic[ModelT]):
             ignore_conflicts,
             return_objects,
         )
+        links.expire_collections(self.session, related)
+        return created
 
     # -- race-safe get-or-create ---------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from sqlalchemy import String, cast, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from repositories import FieldError, MultipleObjectsReturned
-from tests.integration.helpers import seed, stored
-from tests.models import AppUnitOfWork, User
+from tests.integration.helpers import BEFORE_AND_AFTER, seed, stored
+from tests.models import AppUnitOfWork, Membership, Post, User
 from uow import Database
 from uow.testing import count_statements
 
@@ -161,6 +161,53 @@ def test_bulk_create_ignore_conflicts_skips_duplicates_and_leaves_them_out(
     }
 
 
+@pytest.mark.parametrize("return_objects", [True, False])
+def test_bulk_create_ignore_conflicts_with_rows_that_bring_their_own_primary_key(
+    db: Database, uow: AppUnitOfWork, return_objects: bool
+) -> None:
+    [old] = seed(uow, ("old@example.com", "Old", 1))
+    with uow:
+        uow.memberships.create(user_id=old.id, group="admins")
+    with uow:
+        users = uow.users.bulk_create(
+            [
+                {"id": old.id, "email": "clash@example.com", "name": "Same id"},
+                {"id": old.id + 100, "email": "new@example.com", "name": "New"},
+                {"id": old.id + 50, "email": "other@example.com", "name": "Other"},
+            ],
+            ignore_conflicts=True,
+            return_objects=return_objects,
+        )
+        memberships = uow.memberships.bulk_create(
+            [
+                {"user_id": old.id, "group": "editors"},
+                {"user_id": old.id, "group": "admins", "role": "owner"},  # composite key clash
+                {"user_id": old.id, "group": "readers"},
+            ],
+            ignore_conflicts=True,
+            return_objects=return_objects,
+        )
+        if return_objects:
+            assert [(u.id, u.email) for u in users] == [
+                (old.id + 100, "new@example.com"),
+                (old.id + 50, "other@example.com"),
+            ]
+            assert [(m.group, m.role) for m in memberships] == [
+                ("editors", "member"),
+                ("readers", "member"),
+            ]
+        else:
+            assert users == memberships == []
+    assert stored(db) == {
+        "old@example.com": ("Old", 1),
+        "new@example.com": ("New", None),
+        "other@example.com": ("Other", None),
+    }
+    with db.Session() as session:
+        groups = session.execute(select(Membership.group, Membership.role).order_by("group"))
+        assert groups.all() == [("admins", "member"), ("editors", "member"), ("readers", "member")]
+
+
 @pytest.mark.parametrize(
     "emails",
     [["new@example.com", "old@example.com"], ["new@example.com", "x@example.com", "x@example.com"]],
@@ -216,6 +263,57 @@ def test_bulk_create_unknown_key_raises_field_error_before_any_sql(
         uow.users.create(email="after@example.com", name="After")
     assert any(name in str(info.value) for name in ("nmae", "password", "posts"))
     assert stored(db) == {"after@example.com": ("After", None)}
+
+
+def test_bulk_create_instances_take_the_key_of_the_object_a_many_to_one_refers_to(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    with uow:
+        ada = uow.users.create(email="ada@example.com", name="Ada")
+        bob = User(email="bob@example.com", name="Bob")
+        uow.session.add(bob)  # pending: bulk_create's flush gives it its key
+        posts = uow.posts.bulk_create(
+            [
+                Post(title="By Ada", author=ada),
+                Post(title="By Bob", author=bob),
+                Post(title="Relationship wins", author_id=ada.id, author=bob),
+            ]
+        )
+        assert [(p.title, p.author_id) for p in posts] == [
+            ("By Ada", ada.id),
+            ("By Bob", bob.id),
+            ("Relationship wins", bob.id),
+        ]
+        assert posts[0].author is ada
+        assert ada.posts == [posts[0]]  # the collections hold the new rows, not the instances
+        assert bob.posts == posts[1:]
+    with db.Session() as session:
+        rows = session.execute(select(Post.title, User.email).join(Post.author).order_by(Post.id))
+        assert rows.all() == [
+            ("By Ada", "ada@example.com"),
+            ("By Bob", "bob@example.com"),
+            ("Relationship wins", "bob@example.com"),
+        ]
+
+
+def test_bulk_create_refuses_instances_whose_related_objects_it_cannot_save(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    with uow:
+        uow.users.create(email="before@example.com", name="Before")
+        unsaved = User(email="ghost@example.com", name="Ghost")  # never added to the session
+        with pytest.raises(FieldError, match=r"Post\.author") as info:
+            uow.posts.bulk_create([Post(title="Orphan", author=unsaved)])
+        assert "no primary key" in str(info.value)
+        with count_statements(db.engine) as log, pytest.raises(FieldError, match=r"User\.posts"):
+            uow.users.bulk_create(
+                [User(email="x@example.com", name="X", posts=[Post(title="Lost")])]
+            )
+        assert log.statements == []
+        uow.users.create(email="after@example.com", name="After")
+    assert stored(db) == BEFORE_AND_AFTER
+    with db.Session() as session:
+        assert session.scalars(select(Post)).all() == []
 
 
 # -- in_bulk -----------------------------------------------------------------------------------

@@ -372,6 +372,32 @@ def test_in_with_no_values_still_validates_the_other_lookups(
             call(email__in=[], age__isnull="yes")
 
 
+def test_in_takes_any_iterable_but_a_string_and_checks_every_value_it_yields(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    seed_people(uow)
+    with uow:
+        users = uow.users
+        assert emails(users.all(age__in=(age for age in (30, 45)))) == {
+            "ann@example.com",
+            "bob@example.org",
+        }
+        assert emails(users.all(age__in=range(17, 19))) == {"anna@example.com", "zed@example.org"}
+        assert emails(users.all(name__in={"Bob": 1}.keys())) == {"bob@example.org"}
+        users.count()
+        with count_statements(db.engine) as log:
+            with pytest.raises(FieldError, match=r"User\.age holds int"):
+                users.all(age__in=(value for value in ["30"]))
+            with pytest.raises(FieldError, match=r"User\.age holds int"):
+                users.filter(age__in=iter([30, "x"]))
+            with pytest.raises(FieldError, match="list or tuple"):
+                users.all(age__range={45, 17})  # a set has no order: which bound is low?
+            with pytest.raises(FieldError, match="list or tuple"):
+                users.all(age__range=(bound for bound in (17, 45)))
+        assert log.statements == []
+        assert users.count(age__range=[17, 30]) == 3
+
+
 # -- validation before SQL ---------------------------------------------------------------------
 
 USER_FIELDS = ["age", "email", "id", "name", "posts"]

@@ -1,0 +1,103 @@
+"""Related objects set on the model instances given to `bulk_create`.
+
+A flush turns `Post(author=ada)` into `author_id = ada.id`; a bulk INSERT sees only columns. So
+for each many-to-one set on an instance, the foreign key is copied from the related object once
+it has its key, and the instance is taken back out of the related object's collection, where the
+backref put it: the instance itself is never added to the session (the new rows come back as new
+objects), and a flush would otherwise warn about it and leave the collection wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import RelationshipDirection
+
+from uow.errors import FieldError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Mapper, RelationshipProperty, Session
+
+
+@dataclass(frozen=True)
+class Link:
+    """`row` (built from `item`) refers to `related` through the many-to-one `prop`."""
+
+    row: dict[str, Any]
+    item: Any
+    prop: RelationshipProperty[Any]
+    related: Any
+
+
+def links_of(mapper: Mapper[Any], item: Any, row: dict[str, Any]) -> list[Link]:
+    """The many-to-ones set on `item`; a `FieldError` for related objects it cannot save."""
+    state = item.__dict__
+    links = []
+    for prop in mapper.relationships:
+        value = state.get(prop.key)
+        if value is None or (prop.uselist and len(value) == 0):
+            continue
+        where = f"{mapper.class_.__name__}.{prop.key}"
+        if prop.direction is not RelationshipDirection.MANYTOONE:
+            raise FieldError(
+                f"bulk_create inserts rows of {mapper.class_.__name__} only, not the related "
+                f"objects in {where}; create them after, with their foreign keys set"
+            )
+        related = inspect(value)
+        if related.session is None and None in related.mapper.primary_key_from_instance(value):
+            raise FieldError(
+                f"{where} refers to a {related.mapper.class_.__name__} with no primary key "
+                "that is not in the session; add it to the session or create it first"
+            )
+        links.append(Link(row, item, prop, value))
+    return links
+
+
+def _reverse_keys(prop: RelationshipProperty[Any]) -> list[str]:
+    # The backref side (`User.posts` for `Post.author`), where setting the many-to-one put
+    # the instance. SQLAlchemy keeps the pairing in this attribute; it has no public name.
+    return [reverse.key for reverse in prop._reverse_property]
+
+
+def detach(session: Session, links: list[Link]) -> None:
+    """Take each instance out of its related object's collection, before the flush."""
+    for link in links:
+        related = inspect(link.related)
+        for key in _reverse_keys(link.prop):
+            if related.persistent and related.session is session:
+                # Drops the pending append (loaded or not) without loading the collection.
+                session.expire(link.related, [key])
+            elif key in related.dict:
+                value = related.dict[key]
+                if value is link.item:
+                    setattr(link.related, key, None)
+                elif isinstance(value, list | set) and link.item in value:
+                    value.remove(link.item)  # an instrumented collection: the change is tracked
+
+
+def fill_foreign_keys(links: list[Link]) -> None:
+    """Copy each related object's key into its row (after the flush gave it one)."""
+    for link in links:
+        mapper = inspect(link.item).mapper
+        related_mapper = inspect(link.related).mapper
+        for local, remote in link.prop.local_remote_pairs:
+            value = getattr(link.related, related_mapper.get_property_by_column(remote).key)
+            if value is None:
+                raise FieldError(
+                    f"{mapper.class_.__name__}.{link.prop.key} refers to a "
+                    f"{related_mapper.class_.__name__} with no primary key after the flush"
+                )
+            link.row[mapper.get_property_by_column(local).key] = value
+
+
+def expire_collections(session: Session, links: list[Link]) -> None:
+    """Reload the related objects' collections on next access: they now hold the new rows."""
+    seen: set[tuple[int, str]] = set()
+    for link in links:
+        key = (id(link.related), link.prop.key)
+        if key in seen or inspect(link.related).session is not session:
+            continue
+        seen.add(key)
+        session.expire(link.related, _reverse_keys(link.prop))
