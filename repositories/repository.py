@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get
 from pydantic import BaseModel
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ClauseElement
 
 from repositories import _bulk as bulk
 from repositories import _links as links
@@ -121,19 +122,29 @@ class Repository(Generic[ModelT]):
         self,
         page: int = 1,
         per_page: int = 20,
-        *,
+        *expressions: Any,
         max_per_page: int = DEFAULT_MAX_PER_PAGE,
         count: bool = True,
         **lookups: Any,
     ) -> Page[ModelT]:
-        """One page of the rows matching the lookups (see `Query.paginate`)."""
-        return self.filter(**lookups).paginate(
+        """One page of the rows matching the lookups (see `Query.paginate`).
+
+        Raw expressions come after the page numbers: `paginate(1, 20, User.age > 3)`.
+        """
+        _positional_first("paginate", "page", page, "paginate(1, 20, User.age > 3)")
+        return self.filter(*expressions, **lookups).paginate(
             page, per_page, max_per_page=max_per_page, count=count
         )
 
-    def iterator(self, chunk_size: int = 1000, **lookups: Any) -> Iterator[ModelT]:
-        """Stream the rows matching the lookups (see `Query.iterator`)."""
-        return self.filter(**lookups).iterator(chunk_size)
+    def iterator(
+        self, chunk_size: int = 1000, *expressions: Any, **lookups: Any
+    ) -> Iterator[ModelT]:
+        """Stream the rows matching the lookups (see `Query.iterator`).
+
+        Raw expressions come after the chunk size: `iterator(1000, User.age > 3)`.
+        """
+        _positional_first("iterator", "chunk_size", chunk_size, "iterator(1000, User.age > 3)")
+        return self.filter(*expressions, **lookups).iterator(chunk_size)
 
     def in_bulk(self, ids: Iterable[Any], field_name: str = "id") -> dict[Any, ModelT]:
         """`{value: object}` for the objects whose unique `field_name` is in `ids`.
@@ -389,3 +400,12 @@ class Repository(Generic[ModelT]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self.model.__name__}>"
+
+
+def _positional_first(method: str, name: str, value: Any, example: str) -> None:
+    """A clear error for `repo.paginate(User.age > 3)`: the expression landed in `name`."""
+    if isinstance(value, ClauseElement):
+        raise TypeError(
+            f"{method}() takes {name} first and raw expressions after it, as in {example}; "
+            f"or filter first: filter(<expression>).{method}(...)"
+        )

@@ -329,6 +329,23 @@ def test_raw_expressions_mix_with_lookups(db: Database, uow: AppUnitOfWork) -> N
         with count_statements(db.engine) as log:
             assert uow.users.filter(User.age > 0, email__in=[]).all() == []
         assert log.statements == []
+        page = uow.users.paginate(1, 2, User.age > 17, name__icontains="a")
+        assert (emails(page.items), page.total) == ({"ann@example.com"}, 1)
+        streamed = uow.users.iterator(2, User.age >= 18, User.age <= 45, name__istartswith="B")
+        assert emails(streamed) == {"bob@example.org"}
+
+
+def test_an_expression_in_the_place_of_page_or_chunk_size_says_where_it_goes(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    with uow:
+        uow.users.count()
+        with count_statements(db.engine) as log:
+            with pytest.raises(TypeError, match=r"paginate\(1, 20, User.age > 3\)"):
+                uow.users.paginate(User.age > 3)
+            with pytest.raises(TypeError, match=r"iterator\(1000, User.age > 3\)"):
+                uow.users.iterator(User.age > 3)
+        assert log.statements == []
 
 
 # -- `in` with no values -----------------------------------------------------------------------
