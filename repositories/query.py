@@ -30,6 +30,9 @@ __all__ = ["Query"]
 
 ModelT = TypeVar("ModelT")
 
+# LIMIT and OFFSET are BIGINT in SQL: the largest row position a query can name.
+_LARGEST_ROW = 2**63 - 1
+
 
 class Query(Generic[ModelT]):
     """A lazy query: nothing runs until a terminal method (`all`, `first`, `count`, ...).
@@ -161,6 +164,8 @@ class Query(Generic[ModelT]):
         start = key.start or 0
         if start < 0 or (key.stop is not None and key.stop < 0):
             raise ValueError("negative slice bounds are not supported; order the other way")
+        if max(start, key.stop or 0) + self._offset > _LARGEST_ROW:
+            raise ValueError(f"slice bounds must stay within {_LARGEST_ROW:,} rows")
         offset = self._offset + start
         limit = None if key.stop is None else max(0, key.stop - start)
         if self._limit is not None:
@@ -280,7 +285,8 @@ class Query(Generic[ModelT]):
         `count=False` skips the count query (`total` and `pages` are then None).
 
         Raises:
-            ValueError: `page` or `per_page` is below 1.
+            ValueError: `page` or `per_page` is below 1, or the page starts beyond the
+                largest OFFSET SQL takes (2**63 - 1).
         """
         self._check_unsliced("paginate")
         if not isinstance(page, int) or page < 1:
@@ -292,6 +298,8 @@ class Query(Generic[ModelT]):
         per_page = min(per_page, max_per_page)
         query = self if self._order else self._copy(order=_primary_key(self._model))
         start = (page - 1) * per_page
+        if start + per_page + 1 > _LARGEST_ROW:
+            raise ValueError(f"page {page} is too large: it would start past row {_LARGEST_ROW:,}")
         rows = query[start : start + per_page + 1].all()  # one more row tells has_next
         total = query.count() if count else None
         return Page[Any](

@@ -26,7 +26,9 @@ router = APIRouter()
 
 Users = Annotated[UserService, Depends(Provide[Container.user_service])]
 Posts = Annotated[PostService, Depends(Provide[Container.post_service])]
-PageNumber = Annotated[int, Query(ge=1)]
+# A bound on the page keeps absurd numbers (page=10**19) a 422 rather than a 500; deep pages are
+# better served by filtering (id__gt=<last id seen>) than by OFFSET anyway.
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 PerPage = Annotated[int, Query(ge=1, le=100)]
 
 

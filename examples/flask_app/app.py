@@ -29,7 +29,7 @@ Posts = Annotated[PostService, Provide[Container.post_service]]
 class PageArgs(BaseModel):
     """The query string of a list endpoint, validated as FastAPI's `Query(ge=..., le=...)` is."""
 
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=1_000_000)  # page=10**19 is a 422, not a 500
     per_page: int = Field(default=20, ge=1, le=100)
 
 

@@ -496,6 +496,28 @@ def test_paginate_rejects_page_or_per_page_below_one_before_sql(
     assert log.statements == []
 
 
+def test_a_page_or_slice_beyond_the_largest_sql_offset_raises_value_error_before_sql(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    seed(uow, 3)
+    with uow:
+        uow.users.count()
+        with count_statements(db.engine) as log:
+            with pytest.raises(ValueError, match="too large"):
+                uow.users.paginate(10**19, 10)
+            with pytest.raises(ValueError, match="too large"):
+                uow.users.paginate(2**63 // 10 + 2, 10)
+            for key in (slice(2**63, None), slice(None, 2**63), 2**63):
+                with pytest.raises(ValueError, match="within"):
+                    uow.users.query()[key]
+            with pytest.raises(ValueError, match="within"):
+                uow.users.query()[2**62 :][2**62 :]
+        assert log.statements == []
+        far = uow.users.paginate(2**63 // 10 - 1, 10)  # the last page SQL can address
+        assert (far.items, far.total, far.has_next) == ([], 3, False)
+        assert uow.users.query()[2**63 - 2 :].all() == []
+
+
 def test_per_page_is_capped_at_max_per_page(uow: AppUnitOfWork) -> None:
     every = seed(uow, 150)
     with uow:
