@@ -10,6 +10,7 @@ look attributes up; they never become SQL text, and values are always bound para
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -90,7 +91,22 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
     values = list(value)
     if not values:
         raise EmptyResult
+    limit = _IN_LIMITS.get(_dialect())
+    if limit is not None and len(values) > limit:
+        raise FieldError(
+            f"'in' got {len(values):,} values; one statement on {_dialect()} binds at most "
+            f"about {limit:,}: use in_bulk(), which chunks, or pass a subquery positionally, "
+            "as Model.field.in_(select(...))"
+        )
     return column.in_(values)  # type: ignore[no-any-return]
+
+
+# The values one IN (...) may bind, below each driver's limit on a statement's parameters
+# (SQLite: 32,766 since 3.32, 999 before; psycopg: 65,535), leaving room for the rest.
+_IN_LIMITS = {
+    "sqlite": 32_000 if sqlite3.sqlite_version_info >= (3, 32) else 900,
+    "postgresql": 65_000,
+}
 
 
 def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
@@ -315,6 +331,13 @@ def _check_value(
 ) -> None:
     """Refuse a value the column cannot hold, before SQL (a database error would abort the
     transaction on PostgreSQL, and SQLite would quietly compare unlike types)."""
+    candidates = value if op in ("in", "range") and isinstance(value, list | tuple) else [value]
+    for item in candidates:
+        if isinstance(item, str) and "\x00" in item:
+            # PostgreSQL cannot hold such text: its driver would fail mid-transaction.
+            raise FieldError(
+                f"{model.__name__}.{name}: {op!r} got text containing a NUL (\\x00) character"
+            )
     if op in _STRING_OPERATORS and expected not in (None, str):
         raise FieldError(
             f"{op!r} applies to text; {model.__name__}.{name} holds {expected.__name__} values"

@@ -415,6 +415,19 @@ def test_in_takes_any_iterable_but_a_string_and_checks_every_value_it_yields(
         assert users.count(age__range=[17, 30]) == 3
 
 
+def test_in_with_more_values_than_one_statement_binds_raises_field_error_before_sql(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    seed_people(uow)
+    with uow:
+        uow.users.count()
+        with count_statements(db.engine) as log, pytest.raises(FieldError, match="in_bulk"):
+            uow.users.all(id__in=range(70_000))
+        assert log.statements == []
+        assert uow.users.count(id__in=range(30_000)) == len(PEOPLE)  # many, but within limits
+        assert len(uow.users.in_bulk(range(70_000))) == len(PEOPLE)
+
+
 # -- validation before SQL ---------------------------------------------------------------------
 
 USER_FIELDS = ["age", "email", "id", "name", "posts"]
@@ -453,6 +466,10 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ("users", {"name__contains": 5}, ["contains"]),
     ("users", {"name__icontains": None}, ["icontains"]),
     ("users", {"age__gt": None}, ["isnull"]),
+    ("users", {"name": "A\x00nn"}, ["User.name", "NUL"]),
+    ("users", {"name__icontains": "\x00"}, ["User.name", "NUL"]),
+    ("users", {"email__in": ["ann@example.com", "b\x00"]}, ["User.email", "NUL"]),
+    ("posts", {"author__name__startswith": "\x00A"}, ["User.name", "NUL"]),
 ]
 
 CALLS: dict[str, Callable[[Repository[Any], dict[str, Any]], object]] = {
