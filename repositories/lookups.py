@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, func, inspect
+from sqlalchemy import BigInteger, ColumnElement, Integer, SmallInteger, false, func, inspect
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
 from uow.errors import FieldError
@@ -41,9 +41,31 @@ class EmptyResult(Exception):
 _Op = Callable[[Any, Any, Callable[[], str]], ColumnElement[bool]]
 
 
-def _exact(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+def _exact(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
+    if _beyond(column, value, dialect) is not None:
+        return false()
     result: ColumnElement[bool] = column.is_(None) if value is None else column == value
     return result
+
+
+# PostgreSQL refuses to compare an integer column with a number wider than its type (and the
+# error aborts the transaction). No row can hold such a number, so the lookups answer as Django
+# does: `age=2**40` matches nothing, `age__lt=2**40` every row with an age. SQLite stores any
+# 64-bit integer in any INTEGER column, so there the value goes to the database as it is.
+_INT_BITS = ((BigInteger, 63), (SmallInteger, 15), (Integer, 31))  # subclasses of Integer first
+
+
+def _beyond(column: Any, value: Any, dialect: Callable[[], str]) -> int | None:
+    """-1 or 1 when `value` is an int below or above what `column` can hold, else None."""
+    if not isinstance(value, int) or isinstance(value, bool) or dialect() != "postgresql":
+        return None
+    column_type = getattr(column, "type", None)
+    for type_, bits in _INT_BITS:
+        if isinstance(column_type, type_):
+            if value < -(2**bits):
+                return -1
+            return 1 if value > 2**bits - 1 else None
+    return None
 
 
 def _iexact(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
@@ -91,6 +113,9 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
     values = list(value)
     if not values:
         raise EmptyResult
+    values = [item for item in values if _beyond(column, item, _dialect) is None]
+    if not values:
+        return false()
     limit = _IN_LIMITS.get(_dialect())
     if limit is not None and len(values) > limit:
         raise FieldError(
@@ -119,7 +144,14 @@ def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElemen
         raise FieldError(f"'range' takes a (low, high) pair, got {len(pair)} values")
     if pair[0] is None or pair[1] is None:
         raise FieldError("'range' bounds cannot be None")
-    return column.between(pair[0], pair[1])  # type: ignore[no-any-return]
+    low, high = pair
+    if _beyond(column, low, _dialect) == 1 or _beyond(column, high, _dialect) == -1:
+        return false()
+    if _beyond(column, low, _dialect) == -1:
+        return _compare("lte", "__le__")(column, high, _dialect)
+    if _beyond(column, high, _dialect) == 1:
+        return _compare("gte", "__ge__")(column, low, _dialect)
+    return column.between(low, high)  # type: ignore[no-any-return]
 
 
 def _isnull(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
@@ -129,9 +161,13 @@ def _isnull(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnEleme
 
 
 def _compare(op: str, method: str) -> _Op:
-    def build(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+    def build(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
         if value is None:
             raise FieldError(f"'{op}' cannot compare with None; use isnull=True")
+        beyond = _beyond(column, value, dialect)
+        if beyond is not None:  # every value the column holds is on one side of `value`
+            everything: ColumnElement[bool] = column.is_not(None)
+            return everything if (beyond < 0) == (op in ("gt", "gte")) else false()
         return getattr(column, method)(value)  # type: ignore[no-any-return]
 
     return build

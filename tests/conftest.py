@@ -50,18 +50,18 @@ def db(backend: str, tmp_path: Path) -> Iterator[Database]:
     """A Database with the test tables created empty; dropped and disposed afterwards."""
     database = make_database(backend, tmp_path)
     if backend == "postgresql":
-        _reset_postgres(database)
+        reset_postgres(database)
     database.create_all(Base.metadata)
     try:
         yield database
     finally:
         database.s.remove()
         if backend == "postgresql":
-            _reset_postgres(database)
+            reset_postgres(database)
         database.dispose()
 
 
-def _reset_postgres(database: Database) -> None:
+def reset_postgres(database: Database) -> None:
     with database.engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))

@@ -26,7 +26,7 @@ from examples.blog.containers import Container
 from examples.blog.models import Base, Post, User
 from examples.fastapi_app.main import create_app as create_fastapi_app
 from examples.flask_app.app import create_app as create_flask_app
-from tests.conftest import _reset_postgres, postgres_url
+from tests.conftest import postgres_url, reset_postgres
 from uow import Database
 
 FRAMEWORKS = ["fastapi", "flask"]
@@ -83,13 +83,13 @@ def blog_db(backend: str, tmp_path: Path) -> Iterator[Database]:
         database = Database(f"sqlite:///{tmp_path / 'blog.db'}")
     else:
         database = Database(postgres_url())
-        _reset_postgres(database)
+        reset_postgres(database)
     try:
         yield database
     finally:
         database.s.remove()
         if backend == "postgresql":
-            _reset_postgres(database)
+            reset_postgres(database)
         database.dispose()
 
 

@@ -32,7 +32,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 
-from tests.conftest import BACKENDS, _reset_postgres, make_database
+from tests.conftest import BACKENDS, make_database, reset_postgres
 from tests.e2e import worker_app
 from tests.models import Base, User
 from tests.redis_server import close_celery_clients
@@ -109,13 +109,13 @@ def e2e_db(
     backend = str(request.param)
     database = make_database(backend, tmp_path_factory.mktemp(f"workers-{backend}"))
     if backend == "postgresql":
-        _reset_postgres(database)
+        reset_postgres(database)
     database.create_all(Base.metadata)
     try:
         yield database
     finally:
         if backend == "postgresql":
-            _reset_postgres(database)
+            reset_postgres(database)
         database.dispose()
 
 
