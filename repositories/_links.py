@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import RelationshipDirection
+from sqlalchemy.orm.attributes import set_committed_value
 
 from uow.errors import FieldError
 
@@ -36,6 +37,8 @@ def links_of(mapper: Mapper[Any], item: Any, row: dict[str, Any]) -> list[Link]:
     state = item.__dict__
     links = []
     for prop in mapper.relationships:
+        if prop.viewonly:  # a flush ignores these too
+            continue
         value = state.get(prop.key)
         if value is None or (prop.uselist and len(value) == 0):
             continue
@@ -62,19 +65,31 @@ def _reverse_keys(prop: RelationshipProperty[Any]) -> list[str]:
 
 
 def detach(session: Session, links: list[Link]) -> None:
-    """Take each instance out of its related object's collection, before the flush."""
+    """Take the instances out of their related objects' collections, before the flush.
+
+    Each (related object, collection) is handled once, whatever the number of instances.
+    """
+    grouped: dict[tuple[int, str], tuple[Any, set[int]]] = {}
     for link in links:
-        related = inspect(link.related)
         for key in _reverse_keys(link.prop):
-            if related.persistent and related.session is session:
-                # Drops the pending append (loaded or not) without loading the collection.
-                session.expire(link.related, [key])
-            elif key in related.dict:
-                value = related.dict[key]
-                if value is link.item:
-                    setattr(link.related, key, None)
-                elif isinstance(value, list | set) and link.item in value:
-                    value.remove(link.item)  # an instrumented collection: the change is tracked
+            entry = grouped.setdefault((id(link.related), key), (link.related, set()))
+            entry[1].add(id(link.item))
+    for (_, key), (related, items) in grouped.items():
+        state = inspect(related)
+        if state.persistent and state.session is session:
+            # Drops the pending appends (loaded or not) without loading the collection.
+            session.expire(related, [key])
+        elif key in state.dict:
+            # A pending or detached object: its collection is all in memory. Set it without
+            # the instances and without events, so the instances keep their own attributes.
+            value = state.dict[key]
+            if isinstance(value, list | set):
+                kept: Any = type(value)(x for x in value if id(x) not in items)
+            elif isinstance(value, dict):
+                kept = {k: v for k, v in value.items() if id(v) not in items}
+            else:
+                kept = None if id(value) in items else value
+            set_committed_value(related, key, kept)
 
 
 def fill_foreign_keys(links: list[Link]) -> None:
@@ -100,4 +115,6 @@ def expire_collections(session: Session, links: list[Link]) -> None:
         if key in seen or inspect(link.related).session is not session:
             continue
         seen.add(key)
-        session.expire(link.related, _reverse_keys(link.prop))
+        reverse = _reverse_keys(link.prop)
+        if reverse:  # expire() with no names would expire every attribute
+            session.expire(link.related, reverse)

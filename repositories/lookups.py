@@ -15,14 +15,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import BigInteger, ColumnElement, Integer, SmallInteger, false, func, inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
 from uow.errors import FieldError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
 
 __all__ = [
     "OPERATORS",
@@ -55,11 +60,20 @@ def _exact(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement
 _INT_BITS = ((BigInteger, 63), (SmallInteger, 15), (Integer, 31))  # subclasses of Integer first
 
 
+@cache
+def _postgresql() -> Dialect:
+    dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return dialect
+
+
 def _beyond(column: Any, value: Any, dialect: Callable[[], str]) -> int | None:
     """-1 or 1 when `value` is an int below or above what `column` can hold, else None."""
-    if not isinstance(value, int) or isinstance(value, bool) or dialect() != "postgresql":
+    if not isinstance(value, int) or isinstance(value, bool):
         return None
     column_type = getattr(column, "type", None)
+    if not isinstance(column_type, Integer) or dialect() != "postgresql":
+        return None  # a TypeDecorator converts values itself: left to it
+    column_type = column_type.dialect_impl(_postgresql())  # with_variant(BigInteger(), ...)
     for type_, bits in _INT_BITS:
         if isinstance(column_type, type_):
             if value < -(2**bits):
@@ -113,13 +127,14 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
     values = list(value)
     if not values:
         raise EmptyResult
-    values = [item for item in values if _beyond(column, item, _dialect) is None]
+    dialect = _dialect()
+    values = [item for item in values if _beyond(column, item, lambda: dialect) is None]
     if not values:
         return false()
-    limit = _IN_LIMITS.get(_dialect())
+    limit = _IN_LIMITS.get(dialect)
     if limit is not None and len(values) > limit:
         raise FieldError(
-            f"'in' got {len(values):,} values; one statement on {_dialect()} binds at most "
+            f"'in' got {len(values):,} values; one statement on {dialect} binds at most "
             f"about {limit:,}: use in_bulk(), which chunks, or pass a subquery positionally, "
             "as Model.field.in_(select(...))"
         )
@@ -128,10 +143,18 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
 
 # The values one IN (...) may bind, below each driver's limit on a statement's parameters
 # (SQLite: 32,766 since 3.32, 999 before; psycopg: 65,535), leaving room for the rest.
-_IN_LIMITS = {
-    "sqlite": 32_000 if sqlite3.sqlite_version_info >= (3, 32) else 900,
-    "postgresql": 65_000,
-}
+def _sqlite_variables() -> int:
+    """SQLite's limit on a statement's parameters, as this build of the library sets it."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        return int(connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except AttributeError:  # Python < 3.11: the documented defaults
+        return 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+    finally:
+        connection.close()
+
+
+_IN_LIMITS = {"sqlite": _sqlite_variables() - 500, "postgresql": 65_000}
 
 
 def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:

@@ -131,7 +131,8 @@ class Repository(Generic[ModelT]):
 
         Raw expressions come after the page numbers: `paginate(1, 20, User.age > 3)`.
         """
-        _positional_first("paginate", "page", page, "paginate(1, 20, User.age > 3)")
+        for name, value in (("page", page), ("per_page", per_page)):
+            _positional_first("paginate", name, value, "paginate(1, 20, User.age > 3)")
         return self.filter(*expressions, **lookups).paginate(
             page, per_page, max_per_page=max_per_page, count=count
         )
@@ -404,7 +405,7 @@ class Repository(Generic[ModelT]):
 
 def _positional_first(method: str, name: str, value: Any, example: str) -> None:
     """A clear error for `repo.paginate(User.age > 3)`: the expression landed in `name`."""
-    if isinstance(value, ClauseElement):
+    if isinstance(value, ClauseElement) or hasattr(value, "__clause_element__"):
         raise TypeError(
             f"{method}() takes {name} first and raw expressions after it, as in {example}; "
             f"or filter first: filter(<expression>).{method}(...)"

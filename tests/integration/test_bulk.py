@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import String, cast, func, insert, literal, select
+from sqlalchemy import ForeignKey, String, cast, func, insert, inspect, literal, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from repositories import FieldError, MultipleObjectsReturned
+from repositories import FieldError, MultipleObjectsReturned, Repository
 from tests.integration.helpers import BEFORE_AND_AFTER, seed, stored
 from tests.models import AppUnitOfWork, Membership, Post, User
 from uow import Database
@@ -314,6 +315,56 @@ def test_bulk_create_refuses_instances_whose_related_objects_it_cannot_save(
     assert stored(db) == BEFORE_AND_AFTER
     with db.Session() as session:
         assert session.scalars(select(Post)).all() == []
+
+
+class LocalBase(DeclarativeBase):
+    pass
+
+
+class Writer(LocalBase):
+    __tablename__ = "writers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+
+
+class Note(LocalBase):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    writer_id: Mapped[int] = mapped_column(ForeignKey("writers.id"))
+    writer: Mapped[Writer] = relationship()  # no backref
+    shown_as: Mapped[Writer] = relationship(viewonly=True)  # a flush ignores it
+
+
+def test_bulk_create_follows_a_many_to_one_without_backref_and_ignores_a_viewonly_one(
+    db: Database,
+) -> None:
+    LocalBase.metadata.create_all(db.engine)
+    try:
+        with db.Session() as session, session.begin():
+            ann, bob = Writer(name="Ann"), Writer(name="Bob")
+            session.add_all([ann, bob])
+            session.flush()
+            notes = Repository(session, Note).bulk_create(
+                [Note(writer=ann, shown_as=bob), Note(writer_id=bob.id, shown_as=ann)]
+            )
+            assert [note.writer_id for note in notes] == [ann.id, bob.id]
+            assert inspect(ann).unloaded == set()  # nothing of the related object was expired
+        assert ann.name == "Ann"  # still readable after the session closed
+    finally:
+        LocalBase.metadata.drop_all(db.engine)
+
+
+def test_bulk_create_leaves_the_given_instances_as_they_were(uow: AppUnitOfWork) -> None:
+    with uow:
+        bob = User(email="bob@example.com", name="Bob")
+        uow.session.add(bob)  # pending, shared by every instance
+        given = [Post(title=f"Post {n}", author=bob) for n in range(3)]
+        created = uow.posts.bulk_create(given)
+        assert all(post.author is bob for post in given)
+        assert all(inspect(post).transient for post in given)
+        assert bob.posts == created
 
 
 # -- in_bulk -----------------------------------------------------------------------------------

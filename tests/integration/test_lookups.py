@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
-from sqlalchemy import or_, select, text
+from sqlalchemy import BigInteger, Integer, or_, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from repositories import DoesNotExist, FieldError, Repository
+from repositories.lookups import _IN_LIMITS as IN_LIMITS
 from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
@@ -341,8 +343,13 @@ def test_an_expression_in_the_place_of_page_or_chunk_size_says_where_it_goes(
     with uow:
         uow.users.count()
         with count_statements(db.engine) as log:
-            with pytest.raises(TypeError, match=r"paginate\(1, 20, User.age > 3\)"):
-                uow.users.paginate(User.age > 3)
+            for call in (
+                lambda: uow.users.paginate(User.age > 3),
+                lambda: uow.users.paginate(1, User.age > 3),
+                lambda: uow.users.paginate(User.age),
+            ):
+                with pytest.raises(TypeError, match=r"paginate\(1, 20, User.age > 3\)"):
+                    call()
             with pytest.raises(TypeError, match=r"iterator\(1000, User.age > 3\)"):
                 uow.users.iterator(User.age > 3)
         assert log.statements == []
@@ -416,16 +423,17 @@ def test_in_takes_any_iterable_but_a_string_and_checks_every_value_it_yields(
 
 
 def test_in_with_more_values_than_one_statement_binds_raises_field_error_before_sql(
-    db: Database, uow: AppUnitOfWork
+    db: Database, uow: AppUnitOfWork, backend: str
 ) -> None:
+    too_many = IN_LIMITS[backend] + 1  # SQLite's comes from the library build
     seed_people(uow)
     with uow:
         uow.users.count()
         with count_statements(db.engine) as log, pytest.raises(FieldError, match="in_bulk"):
-            uow.users.all(id__in=range(70_000))
+            uow.users.all(id__in=range(too_many))
         assert log.statements == []
         assert uow.users.count(id__in=range(30_000)) == len(PEOPLE)  # many, but within limits
-        assert len(uow.users.in_bulk(range(70_000))) == len(PEOPLE)
+        assert len(uow.users.in_bulk(range(too_many))) == len(PEOPLE)
 
 
 WIDE = 2**40  # beyond PostgreSQL's INTEGER (users.age, users.id), within a 64-bit integer
@@ -469,6 +477,33 @@ def test_integers_wider_than_the_column_give_the_same_rows_on_every_database(
         query = uow.users.exclude(**lookups) if exclude else uow.users.filter(**lookups)
         assert emails(query) == expected
         assert uow.users.count() == len(PEOPLE)  # the transaction is still usable
+
+
+class VariantBase(DeclarativeBase):
+    pass
+
+
+class Counter(VariantBase):
+    __tablename__ = "counters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer().with_variant(BigInteger(), "postgresql"))
+
+
+def test_a_column_made_bigint_on_postgresql_by_a_variant_compares_wide_integers(
+    db: Database,
+) -> None:
+    VariantBase.metadata.create_all(db.engine)
+    try:
+        with db.Session() as session, session.begin():
+            session.add_all([Counter(hits=WIDE), Counter(hits=1)])
+            session.flush()
+            counters = Repository(session, Counter)
+            assert [c.hits for c in counters.all(hits=WIDE)] == [WIDE]
+            assert counters.count(hits__gt=2**31) == 1
+            assert counters.count(hits__in=[WIDE, 1]) == 2
+    finally:
+        VariantBase.metadata.drop_all(db.engine)
 
 
 # -- validation before SQL ---------------------------------------------------------------------
