@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def db(backend: str, tmp_path: Path) -> Iterator[Database]:
+@contextmanager
+def fresh_database(backend: str, path: Path) -> Iterator[Database]:
     """A Database with the test tables created empty; dropped and disposed afterwards."""
-    database = make_database(backend, tmp_path)
+    database = make_database(backend, path)
     if backend == "postgresql":
         reset_postgres(database)
     database.create_all(Base.metadata)
@@ -59,6 +60,13 @@ def db(backend: str, tmp_path: Path) -> Iterator[Database]:
         if backend == "postgresql":
             reset_postgres(database)
         database.dispose()
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: Path) -> Iterator[Database]:
+    """A fresh Database per test, on each backend."""
+    with fresh_database(backend, tmp_path) as database:
+        yield database
 
 
 def reset_postgres(database: Database) -> None:

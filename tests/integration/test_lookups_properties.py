@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import BACKENDS, make_database, reset_postgres
-from tests.models import AppUnitOfWork, Base
+from tests.conftest import BACKENDS, fresh_database
+from tests.models import AppUnitOfWork
 from tests.unit.test_lookups_hypothesis import ROWS, SETTINGS, lookups_for, seed_rows
 from uow.errors import UowError
 
@@ -25,20 +25,11 @@ from uow.errors import UowError
 def seeded_uow(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppUnitOfWork]:
-    backend = str(request.param)
-    database = make_database(backend, Path(tmp_path_factory.mktemp("properties")))
-    if backend == "postgresql":
-        reset_postgres(database)
-    database.create_all(Base.metadata)
-    uow = AppUnitOfWork(database)
-    seed_rows(uow)
-    try:
+    path = Path(tmp_path_factory.mktemp("properties"))
+    with fresh_database(str(request.param), path) as database:
+        uow = AppUnitOfWork(database)
+        seed_rows(uow)
         yield uow
-    finally:
-        database.s.remove()
-        if backend == "postgresql":
-            reset_postgres(database)
-        database.dispose()
 
 
 TERMINALS: dict[str, Any] = {
