@@ -125,12 +125,13 @@ def insert_rows(
     session: Session,
     model: type[T],
     rows: list[dict[str, Any]],
-    dialect: str,
     batch_size: int | None,
     ignore_conflicts: bool,
     return_objects: bool = True,
 ) -> list[T]:
     """INSERT `rows` as multi-row statements; the new objects in input order (or none)."""
+    bind = session.get_bind(mapper=inspect(model))
+    dialect = bind.dialect.name
     if ignore_conflicts:
         if dialect == "postgresql":
             statement: Any = postgresql.insert(model).on_conflict_do_nothing()
@@ -142,7 +143,6 @@ def insert_rows(
             )
     else:
         statement = generic_insert(model)
-    bind = session.get_bind(mapper=inspect(model))
     returning = bind.dialect.insert_executemany_returning_sort_by_parameter_order
     created: list[T] = []
     if not return_objects:

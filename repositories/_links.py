@@ -64,17 +64,22 @@ def _reverse_keys(prop: RelationshipProperty[Any]) -> list[str]:
     return [reverse.key for reverse in prop._reverse_property]
 
 
-def detach(session: Session, links: list[Link]) -> None:
-    """Take the instances out of their related objects' collections, before the flush.
-
-    Each (related object, collection) is handled once, whatever the number of instances.
-    """
+def _collections(links: list[Link]) -> dict[tuple[int, str], tuple[Any, set[int]]]:
+    """Each (related object, backref collection) once, with the ids of its instances."""
     grouped: dict[tuple[int, str], tuple[Any, set[int]]] = {}
     for link in links:
         for key in _reverse_keys(link.prop):
             entry = grouped.setdefault((id(link.related), key), (link.related, set()))
             entry[1].add(id(link.item))
-    for (_, key), (related, items) in grouped.items():
+    return grouped
+
+
+def detach(session: Session, links: list[Link]) -> None:
+    """Take the instances out of their related objects' collections, before the flush.
+
+    Each (related object, collection) is handled once, whatever the number of instances.
+    """
+    for (_, key), (related, items) in _collections(links).items():
         state = inspect(related)
         if state.persistent and state.session is session:
             # Drops the pending appends (loaded or not) without loading the collection.
@@ -109,12 +114,6 @@ def fill_foreign_keys(links: list[Link]) -> None:
 
 def expire_collections(session: Session, links: list[Link]) -> None:
     """Reload the related objects' collections on next access: they now hold the new rows."""
-    seen: set[tuple[int, str]] = set()
-    for link in links:
-        key = (id(link.related), link.prop.key)
-        if key in seen or inspect(link.related).session is not session:
-            continue
-        seen.add(key)
-        reverse = _reverse_keys(link.prop)
-        if reverse:  # expire() with no names would expire every attribute
-            session.expire(link.related, reverse)
+    for (_, key), (related, _items) in _collections(links).items():
+        if inspect(related).session is session:
+            session.expire(related, [key])

@@ -66,20 +66,30 @@ def _postgresql() -> Dialect:
     return dialect
 
 
-def _beyond(column: Any, value: Any, dialect: Callable[[], str]) -> int | None:
-    """-1 or 1 when `value` is an int below or above what `column` can hold, else None."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        return None
+def _int_bounds(column: Any, dialect: Callable[[], str]) -> tuple[int, int] | None:
+    """The integers `column` can hold where the database refuses wider ones, else None."""
     column_type = getattr(column, "type", None)
     if not isinstance(column_type, Integer) or dialect() != "postgresql":
         return None  # a TypeDecorator converts values itself: left to it
     column_type = column_type.dialect_impl(_postgresql())  # with_variant(BigInteger(), ...)
     for type_, bits in _INT_BITS:
         if isinstance(column_type, type_):
-            if value < -(2**bits):
-                return -1
-            return 1 if value > 2**bits - 1 else None
+            return -(2**bits), 2**bits - 1
     return None
+
+
+def _side(bounds: tuple[int, int] | None, value: Any) -> int | None:
+    """-1 or 1 when `value` is an int below or above `bounds`, else None."""
+    if bounds is None or not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return -1 if value < bounds[0] else 1 if value > bounds[1] else None
+
+
+def _beyond(column: Any, value: Any, dialect: Callable[[], str]) -> int | None:
+    """`_side` of one value; the column is looked at only for an int."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return _side(_int_bounds(column, dialect), value)
 
 
 def _iexact(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
@@ -127,11 +137,12 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
     values = list(value)
     if not values:
         raise EmptyResult
-    dialect = _dialect()
-    values = [item for item in values if _beyond(column, item, lambda: dialect) is None]
+    bounds = _int_bounds(column, _dialect)
+    values = [item for item in values if _side(bounds, item) is None]
     if not values:
         return false()
-    limit = _IN_LIMITS.get(dialect)
+    dialect = _dialect()
+    limit = _in_limit(dialect)
     if limit is not None and len(values) > limit:
         raise FieldError(
             f"'in' got {len(values):,} values; one statement on {dialect} binds at most "
@@ -141,20 +152,22 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
     return column.in_(values)  # type: ignore[no-any-return]
 
 
-# The values one IN (...) may bind, below each driver's limit on a statement's parameters
-# (SQLite: 32,766 since 3.32, 999 before; psycopg: 65,535), leaving room for the rest.
-def _sqlite_variables() -> int:
-    """SQLite's limit on a statement's parameters, as this build of the library sets it."""
+@cache
+def _in_limit(dialect: str) -> int | None:
+    """The values one IN (...) may bind: below the driver's limit on a statement's parameters
+    (SQLite: what this build of the library allows, 32,766 by default; psycopg: 65,535),
+    leaving room for the rest of the statement. Asked on first use, not at import."""
+    if dialect == "postgresql":
+        return 65_000
+    if dialect != "sqlite":
+        return None
     connection = sqlite3.connect(":memory:")
     try:
-        return int(connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+        return int(connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) - 500
     except AttributeError:  # Python < 3.11: the documented defaults
-        return 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+        return (32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999) - 500
     finally:
         connection.close()
-
-
-_IN_LIMITS = {"sqlite": _sqlite_variables() - 500, "postgresql": 65_000}
 
 
 def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
@@ -168,11 +181,13 @@ def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElemen
     if pair[0] is None or pair[1] is None:
         raise FieldError("'range' bounds cannot be None")
     low, high = pair
-    if _beyond(column, low, _dialect) == 1 or _beyond(column, high, _dialect) == -1:
+    bounds = _int_bounds(column, _dialect)
+    low_side, high_side = _side(bounds, low), _side(bounds, high)
+    if low_side == 1 or high_side == -1:
         return false()
-    if _beyond(column, low, _dialect) == -1:
+    if low_side == -1:
         return _compare("lte", "__le__")(column, high, _dialect)
-    if _beyond(column, high, _dialect) == 1:
+    if high_side == 1:
         return _compare("gte", "__ge__")(column, low, _dialect)
     return column.between(low, high)  # type: ignore[no-any-return]
 
@@ -390,8 +405,13 @@ def _check_value(
 ) -> None:
     """Refuse a value the column cannot hold, before SQL (a database error would abort the
     transaction on PostgreSQL, and SQLite would quietly compare unlike types)."""
-    candidates = value if op in ("in", "range") and isinstance(value, list | tuple) else [value]
-    for item in candidates:
+    if op in ("in", "range"):
+        # `in` arrives as a list; any other shape is the operator's to refuse.
+        shaped = isinstance(value, list | tuple) and (op == "in" or len(value) == 2)
+        values: list[Any] = list(value) if shaped else []
+    else:
+        values = [value]
+    for item in values:
         if isinstance(item, str) and "\x00" in item:
             # PostgreSQL cannot hold such text: its driver would fail mid-transaction.
             raise FieldError(
@@ -401,14 +421,8 @@ def _check_value(
         raise FieldError(
             f"{op!r} applies to text; {model.__name__}.{name} holds {expected.__name__} values"
         )
-    if op == "in" and isinstance(value, list | tuple | set | frozenset):
-        values: list[Any] = list(value)
-    elif op == "range" and isinstance(value, list | tuple) and len(value) == 2:
-        values = list(value)
-    elif op in ("exact", "gt", "gte", "lt", "lte"):
-        values = [value]
-    else:
-        return  # the operator itself checks the shape (isnull, range, in, string operators)
+    if op not in ("in", "range", "exact", "gt", "gte", "lt", "lte"):
+        return  # isnull and the string operators check their values themselves
     for item in values:
         if item is not None and not _fits(expected, item):
             raise FieldError(

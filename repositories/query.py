@@ -94,7 +94,7 @@ class Query(Generic[ModelT]):
     def _dialect(self) -> str:
         # Called only by the few operators whose SQL differs by database: get_bind() is not
         # free, and most lookups do not need it.
-        return self._session.get_bind(mapper=inspect(self._model)).dialect.name
+        return dialect_name(self._session, self._model)
 
     def _check_unsliced(self, what: str) -> None:
         if self._limit is not None or self._offset:
@@ -113,7 +113,7 @@ class Query(Generic[ModelT]):
 
     def exclude(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Drop rows matching all the lookups together (Django's `exclude`: NOT (a AND b))."""
-        self._check_unsliced("filter")
+        self._check_unsliced("exclude")
         try:
             conditions = [*expressions, *self._conditions(lookups)]
         except EmptyResult:
@@ -322,11 +322,7 @@ class Query(Generic[ModelT]):
         check_columns(self._model, values)
         if self._empty or not values:
             return 0
-        statement = update(self._model).where(*self._where).values(**values)
-        result = self._session.execute(
-            statement, execution_options={"synchronize_session": "fetch"}
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return self._run(update(self._model).where(*self._where).values(**values))
 
     def delete(self) -> int:
         """`DELETE ... WHERE <this query>` in one statement; returns the number of rows.
@@ -337,7 +333,10 @@ class Query(Generic[ModelT]):
         self._check_unsliced("delete")
         if self._empty:
             return 0
-        statement = delete(self._model).where(*self._where)
+        return self._run(delete(self._model).where(*self._where))
+
+    def _run(self, statement: Any) -> int:
+        # "fetch" keeps the objects already in the session in step with the bulk statement.
         result = self._session.execute(
             statement, execution_options={"synchronize_session": "fetch"}
         )
@@ -345,6 +344,11 @@ class Query(Generic[ModelT]):
 
     def __repr__(self) -> str:
         return f"<Query of {self._model.__name__}: {self.statement()}>"
+
+
+def dialect_name(session: Session, model: type[Any]) -> str:
+    """The name of the database `model`'s rows live in: "sqlite", "postgresql"..."""
+    return session.get_bind(mapper=inspect(model)).dialect.name
 
 
 def _primary_key(model: type[Any]) -> tuple[Any, ...]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -14,7 +14,7 @@ from repositories import _bulk as bulk
 from repositories import _links as links
 from repositories._integrity import is_unique_violation
 from repositories.lookups import check_fields
-from repositories.query import Query
+from repositories.query import Query, dialect_name
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 from uow.errors import DoesNotExist, MultipleObjectsReturned
 
@@ -237,13 +237,7 @@ class Repository(Generic[ModelT]):
         self.session.flush()
         links.fill_foreign_keys(related)
         created = bulk.insert_rows(
-            self.session,
-            self.model,
-            rows,
-            self._dialect(),
-            batch_size,
-            ignore_conflicts,
-            return_objects,
+            self.session, self.model, rows, batch_size, ignore_conflicts, return_objects
         )
         links.expire_collections(self.session, related)
         return created
@@ -389,7 +383,7 @@ class Repository(Generic[ModelT]):
         return values
 
     def _dialect(self) -> str:
-        return self.session.get_bind(mapper=inspect(self.model)).dialect.name
+        return dialect_name(self.session, self.model)
 
     def _create_values(self, attrs: Mapping[str, Any], defaults: Values | None) -> dict[str, Any]:
         check_fields(self.model, attrs)

@@ -197,6 +197,15 @@ def celery_run(
         stop(process)
 
 
+def assert_each_created_user_is_stored(db: Database, run: Run, created: list[str]) -> None:
+    """Every task or job labelled in `created` committed the user it reported."""
+    with db.Session() as session:
+        for label in created:
+            user = session.get(User, run.results[label]["user_id"])
+            assert user is not None
+            assert user.email == email(label)
+
+
 class TestCeleryPreforkWorker:
     def test_each_create_task_commits_one_row_the_test_process_can_read(
         self, celery_run: Run, e2e_db: Database
@@ -205,11 +214,7 @@ class TestCeleryPreforkWorker:
         assert len(created) == 6
         assert set(celery_run.failures) == set(celery_run.labels("fail")), celery_run.log
         assert emails_in(e2e_db) == {email(label) for label in created}
-        with e2e_db.Session() as session:
-            for label in created:
-                user = session.get(User, celery_run.results[label]["user_id"])
-                assert user is not None
-                assert user.email == email(label)
+        assert_each_created_user_is_stored(e2e_db, celery_run, created)
 
     def test_two_prefork_children_served_the_tasks_and_the_parent_served_none(
         self, celery_run: Run
@@ -332,11 +337,7 @@ class TestRqForkingWorker:
         created = rq_run.labels("create")
         assert set(rq_run.failures) == {"f4"}, rq_run.log
         assert emails_in(e2e_db) == {email(label) for label in created}
-        with e2e_db.Session() as session:
-            for label in created:
-                user = session.get(User, rq_run.results[label]["user_id"])
-                assert user is not None
-                assert user.email == email(label)
+        assert_each_created_user_is_stored(e2e_db, rq_run, created)
 
     def test_every_job_runs_in_its_own_work_horse_forked_from_a_worker_that_used_the_database(
         self, rq_run: Run
