@@ -7,16 +7,18 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, create_engine
-from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 from uow import _fork, _sqlite
 from uow._scoped import ScopedSession
+from uow._urls import resolve_url
 from uow.session import Session
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from contextlib import AbstractContextManager
+
+    from sqlalchemy.engine import URL, Engine
 
     from uow._sqlite import TransactionMode
     from uow.unit_of_work import _Stack
@@ -43,14 +45,23 @@ class Database:
     default (`sqlite_transaction_mode`), so concurrent writers queue on the database lock instead
     of failing with "database is locked" when a read turns into a write. Every engine is made
     safe across `os.fork()`: a child process drops the inherited pool without closing the
-    parent's connections.
+    parent's connections. Server databases (all but SQLite) test each pooled connection when it
+    is checked out (`pool_pre_ping`), so a unit of work after a server restart reconnects
+    instead of failing; `engine_options={"pool_pre_ping": False}` turns that off.
 
     Args:
-        url: a SQLAlchemy URL, e.g. `"sqlite:///app.db"` or `"postgresql+psycopg://..."`.
+        url: a SQLAlchemy URL, e.g. `"sqlite:///app.db"` or `"postgresql+psycopg://..."`. A
+            PostgreSQL URL as hosting providers write it (`postgres://...`, or `postgresql://`
+            without a driver) gets the installed driver: psycopg (3), else psycopg2, else pg8000.
         engine_options: keyword arguments for `sqlalchemy.create_engine` (copied, never mutated).
         session_options: keyword arguments for the `sessionmaker` (copied, never mutated).
         sqlite_transaction_mode: how SQLite transactions begin: `"IMMEDIATE"` (the default:
             take the write lock at BEGIN), `"DEFERRED"` (SQLite's own default) or `"EXCLUSIVE"`.
+
+    Raises:
+        ImportError: the URL's driver is not installed; the message says what to
+            `pip install` (for PostgreSQL, `"uow-repositories[postgres]"`) and never shows the
+            URL. It is a [`UowError`][uow.errors.UowError] too.
 
     Examples:
         ```python
@@ -69,13 +80,19 @@ class Database:
         *,
         sqlite_transaction_mode: TransactionMode = "IMMEDIATE",
     ) -> None:
-        self.url: URL = make_url(url)
         options = dict(engine_options or {})
+        # A caller who hands create_engine a DBAPI module of their own needs no installed driver.
+        self.url: URL = resolve_url(url, check_driver="module" not in options)
         is_sqlite = self.url.get_backend_name() == "sqlite"
         if is_sqlite and self.url.get_driver_name() in ("pysqlite", ""):
             connect_args = dict(options.get("connect_args") or {})
             connect_args.setdefault("timeout", DEFAULT_SQLITE_TIMEOUT)
             options["connect_args"] = connect_args
+        if not is_sqlite:
+            # A pooled connection whose server restarted (or failed over, or whose backend was
+            # killed) is dead, and the pool cannot know until it is used: without a ping the
+            # first unit of work after a restart fails. SQLite has no server to lose.
+            options.setdefault("pool_pre_ping", True)
         self.engine: Engine = create_engine(self.url, **options)
         if is_sqlite:
             _sqlite.configure(self.engine, sqlite_transaction_mode)

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from uow._urls import DriverNotInstalledError, resolve_url
 from uow.database import Database
 from uow.errors import UowError
 
-__all__ = ["DEFAULT_DATABASE_URL", "DatabaseSettings", "SettingsError"]
+__all__ = ["DEFAULT_DATABASE_URL", "DatabaseSettings", "DatabaseURL", "SettingsError"]
 
 ENV_PREFIX = "DATABASE_"
 
 DEFAULT_DATABASE_URL = "sqlite:///app.db"
 """The URL used when `DATABASE_URL` is unset: an embedded SQLite file in the working directory."""
+
+_EXAMPLE_URL = "postgresql+psycopg://user:password@host/dbname"
 
 # Settings that become `create_engine` keyword arguments when they are set. Left unset, the
 # dialect's own defaults apply (SQLite's in-memory pool takes no pool size, for example).
@@ -26,6 +38,62 @@ _POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "p
 
 class SettingsError(UowError, ValueError):
     """A setting has a bad value; the message names its environment variable."""
+
+
+class DatabaseURL(str):
+    """A database URL that prints with its password masked, as SQLAlchemy's `URL` does.
+
+    It is the URL's text (a `str`: it compares equal to the text, and `Database` and
+    `make_url` take it as it is), but `str()`, `repr()`, f-strings and `print()` show
+    `postgresql+psycopg://app:***@db/app`, so logging the settings never logs the password.
+    JSON dumps of the settings (`model_dump_json()`) mask it too.
+
+    Examples:
+        ```python
+        url = DatabaseURL("postgresql+psycopg://app:s3cret@db.example.com/app")
+        assert url == "postgresql+psycopg://app:s3cret@db.example.com/app"
+        assert str(url) == "postgresql+psycopg://app:***@db.example.com/app"
+        assert "s3cret" in url.render_as_string(hide_password=False)
+        ```
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> DatabaseURL:
+        # str(text) would call a DatabaseURL's own __str__, which masks the password.
+        return super().__new__(cls, str.__str__(text))
+
+    def render_as_string(self, hide_password: bool = True) -> str:
+        """The URL as plain text, the password masked unless `hide_password=False`."""
+        text = str.__str__(self)
+        if not hide_password:
+            return text
+        try:
+            return make_url(text).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):  # not a URL (never from DatabaseSettings)
+            return "<an unparsable database URL>"
+
+    def __str__(self) -> str:
+        return self.render_as_string()
+
+    def __repr__(self) -> str:
+        return repr(self.render_as_string())
+
+    def __format__(self, format_spec: str) -> str:
+        # str.__format__ would format the unmasked text whenever a format spec is given.
+        return format(self.render_as_string(), format_spec)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                DatabaseURL.render_as_string, when_used="json"
+            ),
+        )
 
 
 class DatabaseSettings(BaseSettings):
@@ -38,14 +106,22 @@ class DatabaseSettings(BaseSettings):
     application fails at start-up rather than on its first query.
 
     Attributes:
-        url: a SQLAlchemy URL (`DATABASE_URL`); the default is the SQLite file `app.db` in
-            the working directory.
+        url: a SQLAlchemy URL (`DATABASE_URL`), a [`DatabaseURL`][uow.settings.DatabaseURL]
+            that prints with its password masked. Unset, it is the SQLite file `app.db` in the
+            working directory; set but empty, it is an error (an empty value from a deployment
+            must not silently mean a local file). A PostgreSQL URL as hosting providers write it
+            (`postgres://...`, `postgresql://...`) gets the installed driver, as in
+            [`Database`][uow.Database]: `settings.url` is then
+            `postgresql+psycopg://...`. A driver that is not installed is an error naming the
+            package to install.
         echo: log every SQL statement (`DATABASE_ECHO`).
         pool_size: connections kept open in the pool (`DATABASE_POOL_SIZE`).
         max_overflow: connections allowed beyond `pool_size` (`DATABASE_MAX_OVERFLOW`).
         pool_timeout: seconds to wait for a free connection (`DATABASE_POOL_TIMEOUT`).
         pool_recycle: seconds after which a connection is replaced (`DATABASE_POOL_RECYCLE`).
-        pool_pre_ping: test each connection before use (`DATABASE_POOL_PRE_PING`).
+        pool_pre_ping: test each connection when it is checked out of the pool
+            (`DATABASE_POOL_PRE_PING`). Unset, [`Database`][uow.Database] decides: on for
+            server databases, off for SQLite.
         expire_on_commit: expire objects at commit, as SQLAlchemy does by default
             (`DATABASE_EXPIRE_ON_COMMIT`); off by default so objects stay readable after
             `with uow:`.
@@ -70,7 +146,9 @@ class DatabaseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_ignore_empty=True,  # `DATABASE_POOL_SIZE=` means "not set", not an error
+        # Empty values reach `_drop_empty_values`, which decides per field: `DATABASE_URL=` is
+        # an error, `DATABASE_POOL_SIZE=` means "not set".
+        env_ignore_empty=False,
         # Unrelated DATABASE_* variables and .env lines are not ours to reject; misspelt
         # keyword arguments (and container config keys) are checked in __init__.
         extra="ignore",
@@ -78,7 +156,7 @@ class DatabaseSettings(BaseSettings):
         hide_input_in_errors=True,  # a URL may carry a password: keep it out of tracebacks
     )
 
-    url: str = DEFAULT_DATABASE_URL
+    url: DatabaseURL = DatabaseURL(DEFAULT_DATABASE_URL)
     echo: bool = False
     pool_size: int | None = Field(default=None, ge=1)
     max_overflow: int | None = Field(default=None, ge=0)
@@ -89,7 +167,8 @@ class DatabaseSettings(BaseSettings):
     sqlite_transaction_mode: Literal["IMMEDIATE", "DEFERRED", "EXCLUSIVE"] = "IMMEDIATE"
 
     def __init__(self, **values: Any) -> None:
-        unknown = sorted(set(values) - set(type(self).model_fields))
+        known = set(type(self).model_fields) | _source_arguments()
+        unknown = sorted(set(values) - known)
         if unknown:
             valid = ", ".join(type(self).model_fields)
             raise SettingsError(
@@ -100,25 +179,44 @@ class DatabaseSettings(BaseSettings):
         except ValidationError as err:
             raise SettingsError(_describe(err)) from err
 
-    def __repr_args__(self) -> Any:
-        # A URL may carry a password: repr() and str() show it masked, as SQLAlchemy does.
-        for name, value in super().__repr_args__():
-            if name == "url" and isinstance(value, str):
-                value = make_url(value).render_as_string(hide_password=True)
-            yield name, value
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty_values(cls, values: Any) -> Any:
+        # Deployment tools often write `NAME=` for a variable they have no value for. That
+        # means "not set" for every setting but the URL: an empty DATABASE_URL falling back
+        # to the local SQLite file would be a silently wrong database in production.
+        if not isinstance(values, dict):
+            return values
+        return {name: value for name, value in values.items() if value != "" or name == "url"}
 
     @field_validator("url")
     @classmethod
-    def _parse_url(cls, value: str) -> str:
+    def _resolve_url(cls, value: str) -> DatabaseURL:
+        if not value.strip():
+            raise ValueError(
+                f"is set but empty; set it to a URL such as {_EXAMPLE_URL!r}, or unset it "
+                f"to use the SQLite file of the default, {DEFAULT_DATABASE_URL!r}"
+            )
+        # Every message below names the scheme at most: the URL may carry a password, and
+        # so may the messages of the errors caught (hence `from None`).
         try:
-            make_url(value)
+            resolved = resolve_url(value)
+        except DriverNotInstalledError as err:
+            raise ValueError(str(err)) from None
+        except NoSuchModuleError:
+            scheme = value.partition("://")[0]
+            raise ValueError(f"SQLAlchemy has no dialect for {scheme!r} URLs") from None
         # make_url raises ValueError too, e.g. int() of a "port" that is really a password.
         except (ArgumentError, ValueError):
             raise ValueError(
-                "not a SQLAlchemy URL; expected e.g. 'sqlite:///app.db' or "
-                "'postgresql+psycopg://user:password@host/dbname'"
-            ) from None  # the driver's message may quote the URL, password included
-        return value
+                f"not a SQLAlchemy URL; expected e.g. 'sqlite:///app.db' or {_EXAMPLE_URL!r}"
+            ) from None
+        # Only the scheme changes (`postgres://` -> `postgresql+psycopg://`): the rest stays
+        # as written, rather than as SQLAlchemy would render it again.
+        scheme, _, rest = value.partition("://")
+        if scheme != resolved.drivername:
+            value = f"{resolved.drivername}://{rest}"
+        return DatabaseURL(value)
 
     @field_validator("sqlite_transaction_mode", mode="before")
     @classmethod
@@ -126,7 +224,11 @@ class DatabaseSettings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     def engine_options(self) -> dict[str, Any]:
-        """Keyword arguments for `sqlalchemy.create_engine`: `echo` and the pool options set."""
+        """Keyword arguments for `sqlalchemy.create_engine`: `echo` and the pool options set.
+
+        An option left unset is left out, and the library's default applies (for
+        `pool_pre_ping`: on for server databases, off for SQLite).
+        """
         options: dict[str, Any] = {"echo": self.echo}
         for name in _POOL_OPTIONS:
             value = getattr(self, name)
@@ -146,6 +248,13 @@ class DatabaseSettings(BaseSettings):
             session_options=self.session_options(),
             sqlite_transaction_mode=self.sqlite_transaction_mode,
         )
+
+
+@functools.cache
+def _source_arguments() -> frozenset[str]:
+    """pydantic-settings' own keyword arguments (`_env_file`, ...): not settings, not typos."""
+    parameters = inspect.signature(BaseSettings.__init__).parameters
+    return frozenset(name for name in parameters if name.startswith("_") and name[1] != "_")
 
 
 def _describe(err: ValidationError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +14,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.engine import URL, make_url
 
 from tests.models import AppUnitOfWork, Base, User
-from uow import Database, Session
+from uow import Database, Session, UowError
 
 
 def test_options_are_copied_and_never_mutated(tmp_path: Path) -> None:
@@ -183,3 +185,52 @@ def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own(
     assert _backend_identity(db) == parent_identity
     with db.Session() as session:
         assert session.scalars(select(User.email)).all() == ["child@example.com"]
+
+
+# -- issue 9: URLs as hosting providers hand them out; pre-ping for server databases --------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://app:s3cret@db.example.com/app",
+        "postgresql://app:s3cret@db.example.com/app",
+        make_url("postgres://app:s3cret@db.example.com/app"),
+    ],
+)
+def test_a_postgresql_url_without_a_driver_gets_the_installed_driver(url: str | URL) -> None:
+    db = Database(url)  # opens no connection
+    assert db.url.drivername == "postgresql+psycopg"
+    assert (db.url.username, db.url.password, db.url.host) == ("app", "s3cret", "db.example.com")
+    db.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql+psycopg"])
+def test_a_url_whose_driver_is_missing_raises_an_import_error_naming_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    for name in ("psycopg", "psycopg2", "pg8000"):
+        monkeypatch.setitem(sys.modules, name, None)  # as on a machine without them
+    with pytest.raises(ImportError) as caught:
+        Database(f"{scheme}://app:s3cret@db.example.com/app")
+    assert isinstance(caught.value, UowError)
+    message = str(caught.value)
+    assert 'pip install "uow-repositories[postgres]"' in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "expected"),
+    [
+        ("postgresql+psycopg://app@db.example.com/app", {}, True),
+        ("postgresql+psycopg://app@db.example.com/app", {"pool_pre_ping": False}, False),
+        ("sqlite:///app.db", {}, False),
+        ("sqlite:///app.db", {"pool_pre_ping": True}, True),
+    ],
+)
+def test_pool_pre_ping_is_on_for_server_databases_unless_turned_off(
+    url: str, options: dict[str, Any], expected: bool
+) -> None:
+    db = Database(url, engine_options=options)  # opens no connection
+    assert db.engine.pool._pre_ping is expected
+    db.dispose()

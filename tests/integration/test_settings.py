@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -351,3 +352,107 @@ def test_the_settings_object_is_frozen() -> None:
     with pytest.raises(ValidationError, match="frozen"):
         settings.pool_size = 5
     assert settings.pool_size == 2
+
+
+# -- issue 9, item 10: the URL as hosting providers hand it out ---------------------------------
+
+PROVIDER_URL = "postgresql+psycopg://app:s3cret@db.example.com:5432/app?sslmode=require"
+
+
+def block_modules(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make `import name` fail for each name, as on a machine where it is not installed."""
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_database_url_is_an_error_naming_the_variable(value: str) -> None:
+    message = str(settings_error(DATABASE_URL=value))
+    assert "DATABASE_URL" in message
+    assert "empty" in message
+
+
+def test_an_empty_database_url_in_an_env_file_is_an_error_too(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("DATABASE_URL=\nDATABASE_POOL_SIZE=\n")
+    with pytest.raises(SettingsError, match="DATABASE_URL") as caught:
+        DatabaseSettings(_env_file=env_file)
+    assert "DATABASE_POOL_SIZE" not in str(caught.value)  # other empty variables stay unset
+
+
+def test_an_empty_url_keyword_is_an_error_too() -> None:
+    with pytest.raises(SettingsError, match=r"DATABASE_URL: .*empty"):
+        DatabaseSettings(url="")
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_url_without_a_driver_gets_the_installed_postgresql_driver(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    rest = "://app:s3cret@db.example.com:5432/app?sslmode=require"
+    monkeypatch.setenv("DATABASE_URL", scheme + rest)
+    settings = DatabaseSettings()
+    assert settings.url == PROVIDER_URL  # the rest of the URL is kept as it was written
+    db = settings.create_database()  # opens no connection
+    assert db.url.drivername == "postgresql+psycopg"
+    assert db.url.password == "s3cret"
+    db.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
+def test_a_postgresql_url_with_no_driver_installed_names_what_to_install_not_the_password(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    block_modules(monkeypatch, "psycopg", "psycopg2", "pg8000")
+    url = f"{scheme}://app:s3cret@db.example.com/app"
+    message = str(settings_error(DATABASE_URL=url))
+    assert "DATABASE_URL" in message
+    assert "pip install" in message
+    if scheme == "postgresql+psycopg2":
+        assert "psycopg2" in message  # the driver the URL asked for
+    else:
+        assert 'pip install "uow-repositories[postgres]"' in message
+    assert "s3cret" not in message
+
+
+def test_an_unknown_database_in_the_url_names_the_variable_not_the_password() -> None:
+    message = str(settings_error(DATABASE_URL="nosuchdb://app:s3cret@db.example.com/app"))
+    assert "DATABASE_URL" in message
+    assert "nosuchdb" in message
+    assert "s3cret" not in message
+
+
+def test_the_url_shows_its_password_masked_and_still_compares_equal_to_its_text() -> None:
+    settings = DatabaseSettings(url=PROVIDER_URL)
+    masked = "postgresql+psycopg://app:***@db.example.com:5432/app?sslmode=require"
+    url = settings.url
+    assert (str(url), f"{url}", repr(url)) == (masked, masked, repr(masked))
+    assert f"{url:>90}" == f"{masked:>90}"
+    for text in (str(settings), repr(settings), str(settings.model_dump())):
+        assert "s3cret" not in text
+    assert "app:***@db.example.com" in settings.model_dump_json()  # as pydantic's SecretStr
+    assert DatabaseSettings(**settings.model_dump()).url == PROVIDER_URL  # a dict keeps it
+    assert url == PROVIDER_URL
+    assert url.render_as_string(hide_password=False) == PROVIDER_URL
+    assert make_url(url).password == "s3cret"
+    assert Database(url).url.password == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("value", "url", "expected"),
+    [
+        (None, "postgresql+psycopg://app@db.example.com/app", True),
+        (None, "sqlite:///app.db", False),
+        ("false", "postgresql+psycopg://app@db.example.com/app", False),
+        ("true", "sqlite:///app.db", True),
+    ],
+)
+def test_pool_pre_ping_is_on_for_server_databases_unless_the_variable_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, url: str, expected: bool
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    if value is not None:
+        monkeypatch.setenv("DATABASE_POOL_PRE_PING", value)
+    db = DatabaseSettings().create_database()  # opens no connection
+    assert db.engine.pool._pre_ping is expected
+    db.dispose()
