@@ -12,11 +12,10 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query, Response, status
 
-from repositories import DoesNotExist, Page
-from uow.integrations.fastapi import DatabaseMiddleware, lifespan
+from repositories import Page
+from uow.integrations.fastapi import DatabaseMiddleware, install_exception_handlers, lifespan
 
 from ..blog.containers import Container, create_tables
 from ..blog.schemas import PostIn, PostOut, UserIn, UserOut
@@ -69,10 +68,6 @@ def posts_by_author(
     return posts.by_author(user_id, page, per_page)
 
 
-async def not_found(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
-
-
 def create_app(container: Container | None = None) -> FastAPI:
     """The application, on `container` (a new one, configured from the environment, if None)."""
     container = container or Container()
@@ -90,6 +85,6 @@ def create_app(container: Container | None = None) -> FastAPI:
     # Sessions opened during a request are closed at its end; the provider is resolved per
     # request, so overriding `container.db.database` in a test takes effect.
     app.add_middleware(DatabaseMiddleware, databases=[container.db.database])
-    app.add_exception_handler(DoesNotExist, not_found)
+    install_exception_handlers(app)  # DoesNotExist → 404, a unique violation → 409
     app.include_router(router)
     return app

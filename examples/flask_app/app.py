@@ -12,8 +12,7 @@ from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Flask, request
 from pydantic import BaseModel, Field, ValidationError
 
-from repositories import DoesNotExist
-from uow.integrations.flask import init_app
+from uow.integrations.flask import init_app, install_exception_handlers
 
 from ..blog.containers import Container, create_tables
 from ..blog.schemas import PostIn, UserIn
@@ -73,10 +72,6 @@ def posts_by_author(user_id: int, posts: Posts) -> Json:
     return _json(posts.by_author(user_id, *_page_args()))
 
 
-def not_found(error: DoesNotExist) -> Json:
-    return {"detail": str(error)}, 404
-
-
 def invalid(error: ValidationError) -> Json:
     # No `input` in the answer: a client sees what was wrong, not the data it was wrong in.
     detail = error.errors(include_url=False, include_context=False, include_input=False)
@@ -92,7 +87,7 @@ def create_app(container: Container | None = None) -> Flask:
     # Removes the context-local session after every request; the provider is resolved at each
     # teardown, so overriding `container.db.database` in a test takes effect.
     init_app(app, container.db.database)
-    app.register_error_handler(DoesNotExist, not_found)
+    install_exception_handlers(app)  # DoesNotExist → 404, a unique violation → 409
     app.register_error_handler(ValidationError, invalid)
     app.register_blueprint(blog)
     create_tables(container)  # an example's shortcut for migrations

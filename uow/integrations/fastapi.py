@@ -1,8 +1,10 @@
-"""FastAPI (and any ASGI app): request-scoped sessions and engine disposal at shutdown.
+"""FastAPI (and any ASGI app): request-scoped sessions, engine disposal at shutdown, and the
+HTTP answers to the library's errors.
 
 ```python
 app = FastAPI(lifespan=lifespan(db))
 app.add_middleware(DatabaseMiddleware, databases=[db])
+install_exception_handlers(app)  # DoesNotExist → 404, a unique violation → 409
 ```
 
 `DatabaseMiddleware` wraps every request in [`Database.session_scope`][uow.Database.session_scope]:
@@ -22,6 +24,10 @@ from __future__ import annotations
 from contextlib import ExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import IntegrityError
+
+from repositories._integrity import is_unique_violation
+from uow.errors import DoesNotExist
 from uow.integrations._common import databases, missing, session_scopes
 
 if TYPE_CHECKING:
@@ -29,16 +35,29 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from dependency_injector.containers import Container
+    from fastapi import FastAPI, Request
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from uow.integrations._common import DatabaseSource
 
 try:
-    import fastapi  # noqa: F401  (the integration is for FastAPI apps)
+    from fastapi import status
+    from fastapi.responses import JSONResponse
 except ImportError as err:
     raise missing("fastapi", err) from err
 
-__all__ = ["DatabaseMiddleware", "lifespan", "session_scope"]
+__all__ = [
+    "CONFLICT_DETAIL",
+    "DatabaseMiddleware",
+    "does_not_exist_handler",
+    "install_exception_handlers",
+    "lifespan",
+    "session_scope",
+    "unique_violation_handler",
+]
+
+CONFLICT_DETAIL = "a row with the same unique value already exists"
+"""The `detail` of a 409: never the database's message, which quotes the statement and values."""
 
 
 class DatabaseMiddleware:
@@ -127,3 +146,42 @@ def _shut_down(resource: DatabaseSource | Container) -> None:
     reset = getattr(resource, "reset_singletons", None)
     if reset is not None:
         reset()
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    """Answer `DoesNotExist` with a 404 and a unique violation with a 409, app-wide.
+
+    This is the shortcut for:
+
+    ```python
+    app.add_exception_handler(DoesNotExist, does_not_exist_handler)
+    app.add_exception_handler(IntegrityError, unique_violation_handler)
+    ```
+
+    Other integrity errors (NOT NULL, foreign key, CHECK) stay server errors (500): they mean
+    the application let bad data through, which the client cannot fix by sending it again.
+
+    Examples:
+        ```python
+        app = FastAPI(lifespan=lifespan(db))
+        install_exception_handlers(app)
+        ```
+    """
+    app.add_exception_handler(DoesNotExist, does_not_exist_handler)
+    app.add_exception_handler(IntegrityError, unique_violation_handler)
+
+
+async def does_not_exist_handler(request: Request, exc: Exception) -> JSONResponse:
+    """404, with the error's message as `detail` (the library's names the model, no values)."""
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+
+async def unique_violation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """409 for an `IntegrityError` that is a unique violation; any other is raised again.
+
+    Raised again, it reaches the server error handler as if this handler did not exist: a 500.
+    The `detail` is [`CONFLICT_DETAIL`][uow.integrations.fastapi.CONFLICT_DETAIL].
+    """
+    if not (isinstance(exc, IntegrityError) and is_unique_violation(exc)):
+        raise exc
+    return JSONResponse({"detail": CONFLICT_DETAIL}, status_code=status.HTTP_409_CONFLICT)
