@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck docs pytest bench clean
+.PHONY: demo test lint typecheck docs docs-serve pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ typecheck: $(VENV)/.installed-test
 # unresolved API references, bad docstrings). The output goes to site/.
 docs: $(VENV)/.installed-test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The manual at http://127.0.0.1:8000, rebuilt on every edit of docs/ or the docstrings.
+docs-serve: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
 
 # Runs the suite on SQLite and on a throwaway PostgreSQL server (stopped even when tests fail).
 pytest: $(VENV)/.installed-test

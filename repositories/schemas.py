@@ -28,6 +28,14 @@ class Page(BaseModel, Generic[T]):
     fetches one row more than the page holds). `pages` and `has_prev` are computed fields, so
     they appear in `model_dump()` and in JSON.
 
+    Attributes:
+        items: the page's items, in the query's order (at most `per_page` of them).
+        page: the page's number, counted from 1.
+        per_page: how many items a full page holds.
+        total: how many items all the pages hold together; None when the page was made with
+            `count=False`.
+        has_next: whether a page follows this one.
+
     Examples:
         ```python
         page = uow.users.paginate(page=2, per_page=20, age__gte=18)

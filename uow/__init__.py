@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from uow._scoped import ScopedSession
 from uow.database import Database
 from uow.errors import (
     DoesNotExist,
@@ -18,6 +19,7 @@ __all__ = [
     "DoesNotExist",
     "FieldError",
     "MultipleObjectsReturned",
+    "ScopedSession",
     "Session",
     "UnitOfWork",
     "UnitOfWorkError",

@@ -60,6 +60,11 @@ class DatabaseContainer(containers.DeclarativeContainer):
         user_service = providers.Factory(UserService, uow=uow)
     ```
 
+    To mypy, `container.db.database` is a `Provider[Any]` (dependency-injector types a composed
+    container's attributes no better); `container.db.container` is this container, typed, so
+    `container.db.container.database()` is a [`Database`][uow.Database]. Both spellings name
+    one provider.
+
     Tests swap the database: `container.db.database.override(providers.Object(test_db))`.
     """
 

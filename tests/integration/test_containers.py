@@ -244,3 +244,15 @@ def test_overriding_database_redirects_the_service_and_reset_override_restores(
     register_user("bob@example.com")
     assert app.db.session_factory() is not db.Session
     assert (emails(db), emails(other_db)) == ({"ada@example.com"}, {"bob@example.com"})
+
+
+def test_the_typed_spelling_through_container_is_the_same_provider_and_sees_overrides(
+    app: AppContainer, db: Database, other_db: Database
+) -> None:
+    # `app.db.container.database` is what the docs tell mypy users to write.
+    assert app.db.container.database is app.db.database
+    assert app.db.container.database() is app.db.database()
+    with app.db.container.database.override(providers.Object(other_db)):
+        assert app.db.database() is other_db
+        assert register_user("ada@example.com")
+    assert (emails(db), emails(other_db)) == (set(), {"ada@example.com"})
