@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
-PAGES = sorted(path for path in DOCS.rglob("*.md") if BLOCK.search(path.read_text()))
+from tests.e2e.docs_blocks import DOCS, PAGES, code_blocks
 
 
 def test_there_are_docs_pages_with_code() -> None:
@@ -28,12 +26,11 @@ def test_docs_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, module.__name__, module)
     environ = dict(os.environ)  # pages set DATABASE_* variables: keep them out of other tests
     try:
-        for number, match in enumerate(BLOCK.finditer(page.read_text()), start=1):
+        for block in code_blocks(page):
             # dont_inherit: this test module's `from __future__ import annotations` must not leak
             # into the pages' code, which decides for itself.
-            source = match.group(1)
-            code = compile(source, f"{page.name} block {number}", "exec", dont_inherit=True)
-            exec(code, module.__dict__)
+            name = f"{page.name} block {block.number}"
+            exec(compile(block.source, name, "exec", dont_inherit=True), module.__dict__)
     finally:
         os.environ.clear()
         os.environ.update(environ)
