@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.orm import sessionmaker
 
-from uow import _fork, _sqlite
+from uow import _fork, _sqlite, _transactions
 from uow._scoped import ScopedSession
 from uow._urls import resolve_url
 from uow.session import Session
@@ -96,6 +96,7 @@ class Database:
         self.engine: Engine = create_engine(self.url, **options)
         if is_sqlite:
             _sqlite.configure(self.engine, sqlite_transaction_mode)
+        _transactions.install(self.engine)
         _fork.make_fork_safe(self.engine)
 
         factory_options: dict[str, Any] = {"expire_on_commit": False}

@@ -6,8 +6,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.orm import Session as _SqlaSession
 
+from uow.errors import UnitOfWorkError
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from sqlalchemy.orm import SessionTransaction
 
     from repositories.repository import Repository
 
@@ -37,6 +40,27 @@ class Session(_SqlaSession):
             ada = session.first_or_create(User, email="ada@example.com", defaults={"name": "Ada"})
         ```
     """
+
+    # Set when the `with uow:` block that owned this session ends. A repository, query or
+    # `uow.session` kept past its block still points here; without this guard its next use
+    # would silently begin a transaction nobody ends (holding SQLite's write lock, or leaving a
+    # PostgreSQL connection idle in transaction).
+    _retired = False
+
+    def _retire(self) -> None:
+        """Refuse every later use that would need a transaction (called at the block's end)."""
+        self._retired = True
+
+    def _autobegin_t(self, begin: bool = False) -> SessionTransaction:
+        # Every path to the database (execute, flush, get, connection) starts here, before a
+        # connection is checked out, so a retired session fails before any SQL is sent.
+        if self._retired:
+            raise UnitOfWorkError(
+                "this session belonged to a `with uow:` block that has ended: repositories, "
+                "queries and uow.session are only usable inside their block. Use them inside "
+                "`with uow:` (get uow.users again in the new block)"
+            )
+        return super()._autobegin_t(begin)
 
     def all(self, model: type[M], /, **lookups: Any) -> list[M]:
         """Shortcut for `Repository(session, model).all(**lookups)`."""

@@ -18,6 +18,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Self, get_args, get_origin, get_type_hints
 from weakref import WeakKeyDictionary
 
+from sqlalchemy.exc import PendingRollbackError
+
+from uow import _transactions
 from uow.errors import UnitOfWorkError
 
 if TYPE_CHECKING:
@@ -151,6 +154,7 @@ class UnitOfWork:
             committed = _leave_transaction(frame, failed)
         finally:
             self.database.s.remove()
+            frame.session._retire()
         if committed:
             _run_callbacks(frame.callbacks)
 
@@ -158,6 +162,10 @@ class UnitOfWork:
 
     def commit(self) -> None:
         """Commit the work so far, run the on_commit callbacks so far, and begin again.
+
+        If the COMMIT fails (a deferred constraint, a lost connection), the work so far is
+        rolled back, its callbacks are dropped, a new transaction begins, and the error is
+        raised: catch it to go on in the same block.
 
         Raises:
             UnitOfWorkError: outside a block, or inside a nested block (a savepoint cannot be
@@ -172,8 +180,16 @@ class UnitOfWork:
                 "is a savepoint, which commits with its outer transaction"
             )
         frame = frames[0]
-        frame.session.commit()
         callbacks, frame.callbacks = frame.callbacks, []
+        try:
+            _commit(frame.session)
+        except BaseException:
+            # A failed COMMIT (a deferred constraint, say) leaves SQLAlchemy's transaction
+            # half-finished: roll it back and begin again, so the block stays usable. The
+            # callbacks belonged to the work that was lost.
+            _rollback(frame.session.rollback, raise_errors=False)
+            frame.session.begin()
+            raise
         frame.session.begin()
         _run_callbacks(callbacks)
 
@@ -213,8 +229,11 @@ class UnitOfWork:
         otherwise it propagates and the remaining callbacks are skipped (the data is committed).
 
         Raises:
+            TypeError: `callback` is not callable (refused now, not after the commit).
             UnitOfWorkError: outside a block.
         """
+        if not callable(callback):
+            raise TypeError(f"on_commit() takes a callable, not {type(callback).__name__}")
         self._innermost("uow.on_commit()").callbacks.append((callback, robust))
 
     # -- repositories ---------------------------------------------------------------------------
@@ -292,11 +311,22 @@ def _leave_transaction(frame: _Frame, failed: bool) -> bool:
         _rollback(session.rollback, raise_errors=not failed)
         return False
     try:
-        session.commit()
+        _commit(session)
     except BaseException:
         _rollback(session.rollback, raise_errors=False)
         raise
     return True
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    except PendingRollbackError as error:
+        # A flush failed earlier in the block and the caller caught the error: SQLAlchemy has
+        # already rolled the transaction back. Say so, chained to that error, instead of
+        # SQLAlchemy's causeless "first issue Session.rollback()".
+        cause = getattr(session.get_transaction(), "_rollback_exception", None) or error
+        raise _transactions.aborted(cause) from cause
 
 
 def _rollback(rollback: Callable[[], None], raise_errors: bool) -> None:

@@ -141,3 +141,18 @@ def test_a_callback_can_open_its_own_unit_of_work(db: Database, uow: AppUnitOfWo
     assert committed_emails(db) == {"ada@example.com", "follow-up@example.com"}
     assert len(sessions) == 2
     assert sessions[0] is not sessions[1]
+
+
+@pytest.mark.parametrize("callback", [None, "send_mail", 42], ids=["None", "str", "int"])
+def test_on_commit_refuses_what_cannot_be_called_when_it_is_registered(
+    db: Database, uow: AppUnitOfWork, callback: object
+) -> None:
+    calls: list[str] = []
+    with uow:
+        uow.on_commit(lambda: calls.append("first"))
+        with pytest.raises(TypeError, match="callable"):
+            uow.on_commit(callback)  # type: ignore[arg-type]
+        uow.on_commit(lambda: calls.append("second"))
+        add_user(uow, "ada@example.com")
+    assert calls == ["first", "second"]
+    assert committed_emails(db) == {"ada@example.com"}
