@@ -35,6 +35,7 @@ __all__ = [
     "build_conditions",
     "check_columns",
     "check_fields",
+    "check_key",
     "model_fields",
 ]
 
@@ -244,6 +245,7 @@ class _Fields:
     # Column name -> the Python type its values have (None when the type does not say).
     # Cached: reading `Model.attr.type.python_type` costs microseconds on every lookup.
     python_types: Mapping[str, type[Any] | None]
+    primary_key: tuple[str, ...]  # attribute names, in the mapper's primary key order
 
     @property
     def names(self) -> list[str]:
@@ -268,7 +270,8 @@ def _fields(model: type[Any]) -> _Fields:
         columns = frozenset(p.key for p in column_props)
         relationships = {p.key: p for p in mapper.attrs if isinstance(p, RelationshipProperty)}
         python_types = {p.key: _python_type(p.columns[0].type) for p in column_props}
-        fields = _cache[model] = _Fields(columns, relationships, python_types)
+        primary_key = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
+        fields = _cache[model] = _Fields(columns, relationships, python_types, primary_key)
     return fields
 
 
@@ -293,6 +296,37 @@ def check_fields(model: type[Any], names: Iterable[str]) -> None:
             raise FieldError(
                 f"{model.__name__} has no field {name!r}; valid fields: {', '.join(fields.names)}"
             )
+
+
+def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
+    """Check a primary key for `Session.get` as `filter(id=...)` checks its value, before SQL.
+
+    `pk` is a value, a tuple in primary key order, or a dict by attribute name. Returns False
+    when no row can have that key (None, or an integer wider than its column where the
+    database would refuse it and abort the transaction); a shape SQLAlchemy itself refuses
+    (a tuple of the wrong length) is left to it.
+
+    Raises:
+        FieldError: a value is of the wrong type for its column, or a dict names no key column.
+    """
+    fields = _fields(model)
+    if isinstance(pk, Mapping):
+        values = dict(pk)
+        check_fields(model, values)
+    elif isinstance(pk, tuple | list):
+        if len(pk) != len(fields.primary_key):
+            return True
+        values = dict(zip(fields.primary_key, pk, strict=True))
+    elif len(fields.primary_key) == 1:
+        values = {fields.primary_key[0]: pk}
+    else:
+        return True
+    can_match = True
+    for name, value in values.items():
+        _check_value(model, name, fields.python_types.get(name), "exact", value)
+        if value is None or _beyond(getattr(model, name), value, dialect) is not None:
+            can_match = False
+    return can_match
 
 
 def check_columns(model: type[Any], names: Iterable[str]) -> None:

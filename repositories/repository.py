@@ -13,7 +13,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from repositories import _bulk as bulk
 from repositories import _links as links
 from repositories._integrity import is_unique_violation
-from repositories.lookups import check_fields
+from repositories.lookups import check_fields, check_key
 from repositories.query import Query, dialect_name
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 from uow.errors import DoesNotExist, MultipleObjectsReturned
@@ -89,8 +89,15 @@ class Repository(Generic[ModelT]):
     def get(self, pk: Any) -> ModelT | None:
         """The object with primary key `pk` (a tuple for composite keys), or None.
 
-        This is `Session.get`: the identity map first, then a SELECT by primary key.
+        This is `Session.get`: the identity map first, then a SELECT by primary key. The key
+        is checked first, as `filter(id=...)` checks its value: a key no row can have (an
+        integer wider than its column) returns None without SQL.
+
+        Raises:
+            FieldError: a key value has the wrong type for its column (before any SQL).
         """
+        if not check_key(self.model, pk, self._dialect):
+            return None
         return self.session.get(self.model, pk)
 
     def one(self, *expressions: Any, **lookups: Any) -> ModelT:
@@ -252,39 +259,52 @@ class Repository(Generic[ModelT]):
         the winner's row is read and returned. Any other integrity error propagates with the
         outer transaction still usable. Race-safe on PostgreSQL at READ COMMITTED, and on SQLite.
 
+        The new row is `attrs` over `defaults`: `attrs` win, so the row created is the row
+        looked for. A callable in `defaults` is called, once, only when the row is created.
+
         Raises:
             FieldError: a key of `attrs` or `defaults` is not a mapped attribute (before SQL).
             sqlalchemy.exc.IntegrityError: the insert broke a constraint other than a unique
                 one, or a unique one while no row matching `attrs` is visible (for example
                 under REPEATABLE READ).
         """
-        values = self._create_values(attrs, defaults)
+        check_fields(self.model, attrs)
+        given = self._values(defaults, {})
         found = self.first(**attrs)
         if found is not None:
             return found
-        return self._insert_or_find(values, lambda: self.first(**attrs))[0]
+        return self._insert_or_find(
+            lambda: {**_called(given), **attrs}, lambda: self.first(**attrs)
+        )[0]
 
     def create_or_first(self, defaults: Values | None = None, **attrs: Any) -> ModelT:
         """Insert a new object first; on a unique violation return the existing one.
 
         Cheaper than `first_or_create` when a miss is the common case. The INSERT runs inside
-        a SAVEPOINT, so a conflict never rolls back the caller's other work. Same errors as
-        `first_or_create`.
+        a SAVEPOINT, so a conflict never rolls back the caller's other work. Same values
+        (`attrs` win over `defaults`; callables in `defaults` are called once, for the INSERT)
+        and errors as `first_or_create`.
         """
-        values = self._create_values(attrs, defaults)
-        return self._insert_or_find(values, lambda: self.first(**attrs))[0]
+        check_fields(self.model, attrs)
+        given = self._values(defaults, {})
+        return self._insert_or_find(
+            lambda: {**_called(given), **attrs}, lambda: self.first(**attrs)
+        )[0]
 
     def get_or_create(self, defaults: Values | None = None, **lookups: Any) -> tuple[ModelT, bool]:
         """Django's `get_or_create`: `(object, created)`.
 
         Looks the object up with `one(**lookups)`; if absent, creates it from the lookups that
-        have no `__` operator plus `defaults`, race-safely as `first_or_create` does.
+        have no `__` operator with `defaults` over them (as in Django, `defaults` win),
+        race-safely as `first_or_create` does. A callable in `defaults` is called, once, only
+        when the object is created.
 
         Raises:
+            FieldError: a lookup or a key of `defaults` is unknown (before any SQL).
             MultipleObjectsReturned: more than one row matches the lookups.
         """
-        plain = {key: value for key, value in lookups.items() if "__" not in key}
-        values = self._create_values(plain, defaults)
+        plain = _plain(lookups)
+        given = self._values(defaults, {})
         query = self.filter(**lookups)  # validates every lookup before any SQL
 
         def find() -> ModelT | None:
@@ -296,7 +316,7 @@ class Repository(Generic[ModelT]):
         found = find()
         if found is not None:
             return found, False
-        return self._insert_or_find(values, find)
+        return self._insert_or_find(lambda: {**plain, **_called(given)}, find)
 
     def update_or_create(
         self,
@@ -308,18 +328,19 @@ class Repository(Generic[ModelT]):
 
         Looks the row up with `SELECT ... FOR UPDATE` (where the database has it; SQLite relies
         on its database-wide write lock), so concurrent callers update one after the other. If
-        found, sets `defaults` on it; if not, creates it from the plain lookups plus
-        `create_defaults` (or `defaults` when `create_defaults` is None), race-safely as
-        `get_or_create` does. All of it runs in a SAVEPOINT: a failure rolls back only this call.
+        found, sets `defaults` on it; if not, creates it from the plain lookups with
+        `create_defaults` (or `defaults` when `create_defaults` is None) over them, race-safely
+        as `get_or_create` does. As in Django, the defaults win over the lookups, and callables
+        in them are called once, only for the values used. All of it runs in a SAVEPOINT: a
+        failure rolls back only this call.
 
         Raises:
             FieldError: a key is not a mapped attribute (before any SQL).
             MultipleObjectsReturned: more than one row matches the lookups.
         """
-        plain = {key: value for key, value in lookups.items() if "__" not in key}
+        plain = _plain(lookups)
         updates = self._values(defaults, {})
         creating = updates if create_defaults is None else self._values(create_defaults, {})
-        values = self._create_values(plain, creating)
         locked = self.filter(**lookups).statement().with_for_update()
         locked = locked.execution_options(populate_existing=True)
 
@@ -336,15 +357,15 @@ class Repository(Generic[ModelT]):
             obj = find()
             created = False
             if obj is None:
-                obj, created = self._insert_or_find(values, find)
+                obj, created = self._insert_or_find(lambda: {**plain, **_called(creating)}, find)
             if not created:
-                for name, value in updates.items():
+                for name, value in _called(updates).items():
                     setattr(obj, name, value)
                 self.session.flush()
         return obj, created
 
     def _insert_or_find(
-        self, values: dict[str, Any], find: Callable[[], ModelT | None]
+        self, values: Callable[[], dict[str, Any]], find: Callable[[], ModelT | None]
     ) -> tuple[ModelT, bool]:
         session = self.session
         # Flush the caller's pending changes first: their errors are theirs, raised outside
@@ -352,7 +373,7 @@ class Repository(Generic[ModelT]):
         session.flush()
         try:
             with session.begin_nested():
-                obj = self.model(**values)
+                obj = self.model(**values())
                 session.add(obj)
                 session.flush()
         except IntegrityError as error:
@@ -385,16 +406,22 @@ class Repository(Generic[ModelT]):
     def _dialect(self) -> str:
         return dialect_name(self.session, self.model)
 
-    def _create_values(self, attrs: Mapping[str, Any], defaults: Values | None) -> dict[str, Any]:
-        check_fields(self.model, attrs)
-        return {**self._values(defaults, {}), **attrs}
-
     def _check_instance(self, obj: Any) -> None:
         if not isinstance(obj, self.model):
             raise TypeError(f"expected a {self.model.__name__}, got {type(obj).__name__}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self.model.__name__}>"
+
+
+def _plain(lookups: Mapping[str, Any]) -> dict[str, Any]:
+    """The lookups that name a field with no operator: the values a new row takes from them."""
+    return {key: value for key, value in lookups.items() if "__" not in key}
+
+
+def _called(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """`defaults` with callables replaced by what they return (Django's `resolve_callables`)."""
+    return {name: value() if callable(value) else value for name, value in defaults.items()}
 
 
 def _positional_first(method: str, name: str, value: Any, example: str) -> None:

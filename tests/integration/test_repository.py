@@ -90,6 +90,48 @@ def test_get_returns_none_for_a_missing_primary_key(uow: AppUnitOfWork) -> None:
         assert uow.users.get(987654) is None
 
 
+@pytest.mark.parametrize(
+    ("pk", "error"),
+    [("abc", "Users?.id holds int"), (2**70, "Users?.id holds int"), (1.5, "holds int")],
+    ids=["text", "beyond 64 bits", "float"],
+)
+def test_get_refuses_a_key_of_the_wrong_type_before_sql_and_the_block_goes_on(
+    db: Database, uow: AppUnitOfWork, pk: object, error: str
+) -> None:
+    seed(uow, ("ada@example.com", "Ada", None))
+    with uow:
+        uow.users.create(email="before@example.com", name="Before")
+        with count_statements(db.engine) as log, pytest.raises(FieldError, match=error):
+            uow.users.get(pk)
+        assert log.statements == []
+        uow.users.create(email="after@example.com", name="After")
+    assert set(stored(db)) == {"ada@example.com", *BEFORE_AND_AFTER}
+
+
+def test_get_answers_a_key_wider_than_its_column_with_none_without_sql(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    # users.id is an INTEGER: PostgreSQL refuses 2**40 (aborting the transaction); no row can
+    # have it, so the answer is None, as filter(id=2**40) answers with nothing.
+    with uow:
+        uow.users.create(email="before@example.com", name="Before")
+        with count_statements(db.engine) as log:
+            found = uow.users.get(2**40)
+        assert found is None
+        if db.engine.dialect.name == "postgresql":
+            assert log.statements == []
+        uow.users.create(email="after@example.com", name="After")
+    assert set(stored(db)) == set(BEFORE_AND_AFTER)
+
+
+def test_get_checks_each_part_of_a_composite_key(db: Database, uow: AppUnitOfWork) -> None:
+    with uow:
+        with pytest.raises(FieldError, match="group"):
+            uow.memberships.get((1, 2))
+        assert uow.memberships.get((1, "admins")) is None
+        assert uow.memberships.get({"user_id": 1, "group": "admins"}) is None
+
+
 def test_one_returns_the_single_matching_object(uow: AppUnitOfWork) -> None:
     seed(uow, ("ada@example.com", "Ada", 36), ("bob@example.com", "Bob", 20))
     with uow:
