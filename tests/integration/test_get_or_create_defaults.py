@@ -38,15 +38,20 @@ def test_update_or_create_lets_create_defaults_win_over_the_lookups_when_creatin
         first, created = uow.users.update_or_create(
             email="ada@example.com", name="Lookup", defaults={"name": "Default"}
         )
-        assert created and first.name == "Default"
+        assert created
+        assert first.name == "Default"
         second, created = uow.users.update_or_create(
             email="bob@example.com",
             name="Lookup",
             defaults={"name": "Default"},
             create_defaults={"name": "Created"},
         )
-        assert created and second.name == "Created"
-    assert stored(db) == {"ada@example.com": ("Default", None), "bob@example.com": ("Created", None)}
+        assert created
+        assert second.name == "Created"
+    assert stored(db) == {
+        "ada@example.com": ("Default", None),
+        "bob@example.com": ("Created", None),
+    }
 
 
 @pytest.mark.parametrize("method", ["first_or_create", "create_or_first"])
@@ -106,9 +111,7 @@ def test_a_callable_default_is_called_once_when_the_row_is_created(
     assert stored(db)["ada@example.com"][0] == "Ada"
 
 
-@pytest.mark.parametrize(
-    "method", ["first_or_create", "create_or_first", "get_or_create"], ids=str
-)
+@pytest.mark.parametrize("method", ["first_or_create", "create_or_first", "get_or_create"], ids=str)
 def test_a_callable_default_is_not_called_when_the_row_exists(
     db: Database, uow: AppUnitOfWork, method: str
 ) -> None:
@@ -130,6 +133,7 @@ def test_update_or_create_calls_update_defaults_once_and_create_defaults_never_o
         user, created = uow.users.update_or_create(
             email="ada@example.com", defaults={"age": age}, create_defaults={"name": name}
         )
-        assert not created and user.age == 41
+        assert not created
+        assert user.age == 41
     assert (age.count, name.count) == (1, 0)
     assert stored(db) == {"ada@example.com": ("Ada", 41)}
