@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Generic, TypeVar
 from weakref import WeakSet
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
 
 _engines: WeakSet[Engine] = WeakSet()
 _lock = threading.Lock()
@@ -34,3 +37,33 @@ def make_fork_safe(engine: Engine) -> None:
         if not _hook_installed:
             os.register_at_fork(after_in_child=_drop_inherited_connections)
             _hook_installed = True
+
+
+class ProcessLocal(Generic[T]):
+    """A ContextVar whose value belongs to the process that set it.
+
+    A forked child inherits its parent's contexts, and with them the parent's sessions and
+    unit-of-work frames, whose connections belong to the parent. Read in the child, a value set
+    by another process is the default: the child starts with no session and no open block.
+    """
+
+    __slots__ = ("_default", "_var")
+
+    def __init__(self, name: str, default: T) -> None:
+        self._default = default
+        self._var: ContextVar[tuple[int, T] | None] = ContextVar(name, default=None)
+
+    def get(self) -> T:
+        """The value this process set in this context, else the default."""
+        stored = self._var.get()
+        if stored is None or stored[0] != os.getpid():
+            return self._default
+        return stored[1]
+
+    def set(self, value: T) -> Token[tuple[int, T] | None]:
+        """Set the value for this context, in this process."""
+        return self._var.set((os.getpid(), value))
+
+    def reset(self, token: Token[tuple[int, T] | None]) -> None:
+        """Undo a `set` (ValueError when `token` was made in another context)."""
+        self._var.reset(token)

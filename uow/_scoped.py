@@ -9,15 +9,14 @@ each make their own.
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import AbstractContextManager, contextmanager, suppress
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.orm import scoped_session
 
+from uow._fork import ProcessLocal
 from uow.session import Session
 
 if TYPE_CHECKING:
@@ -36,7 +35,6 @@ M = TypeVar("M")
 class _Scope(Generic[S]):
     """The sessions opened inside one `ContextRegistry.scope()`, by any context copied from it."""
 
-    pid: int
     opened: list[S] = field(default_factory=list)
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,8 +47,8 @@ class _Scope(Generic[S]):
 class ContextRegistry(Generic[S]):
     """`scoped_session`'s registry protocol (`__call__`, `has`, `set`, `clear`) over a ContextVar.
 
-    The stored value records the process id: a forked child never reuses (or closes) a session
-    inherited from its parent, whose connection belongs to the parent.
+    Values are process-local: a forked child never reuses (or closes) a session inherited from
+    its parent, whose connection belongs to the parent.
 
     Each context keeps its own session, always: two threads or tasks never share one, so two
     units of work running at once never share a transaction. `scope()` adds bookkeeping on top:
@@ -60,32 +58,26 @@ class ContextRegistry(Generic[S]):
 
     def __init__(self, createfunc: Callable[[], S], name: str) -> None:
         self.createfunc = createfunc
-        self._var: ContextVar[tuple[int, S] | None] = ContextVar(name, default=None)
-        self._scope: ContextVar[_Scope[S] | None] = ContextVar(f"{name}_scope", default=None)
+        self._var: ProcessLocal[S | None] = ProcessLocal(name, None)
+        self._scope: ProcessLocal[_Scope[S] | None] = ProcessLocal(f"{name}_scope", None)
 
     def __call__(self) -> S:
-        value = self._get()
+        value = self._var.get()
         if value is None:
             value = self.createfunc()
-            self._var.set((os.getpid(), value))
+            self._var.set(value)
             scope = self._scope.get()
             # A context copied before the scope ended (a task left running) must not record
             # sessions in a scope that nobody will close again.
-            if scope is not None and scope.pid == os.getpid() and not scope.closed:
+            if scope is not None and not scope.closed:
                 scope.track(value)
         return value
 
-    def _get(self) -> S | None:
-        stored = self._var.get()
-        if stored is None or stored[0] != os.getpid():
-            return None
-        return stored[1]
-
     def has(self) -> bool:
-        return self._get() is not None
+        return self._var.get() is not None
 
     def set(self, obj: S) -> None:
-        self._var.set((os.getpid(), obj))
+        self._var.set(obj)
 
     def clear(self) -> None:
         self._var.set(None)
@@ -96,7 +88,7 @@ class ContextRegistry(Generic[S]):
         them all at exit. A session the context had before the scope is left alone: it belongs
         to whoever opened it (a `with uow:` block around the scope, say).
         """
-        scope: _Scope[S] = _Scope(os.getpid())
+        scope: _Scope[S] = _Scope()
         token = self._scope.set(scope)
         try:
             yield
@@ -108,8 +100,8 @@ class ContextRegistry(Generic[S]):
             with scope.lock:
                 scope.closed = True
                 opened, scope.opened = scope.opened, []
-            stored = self._var.get()
-            if stored is not None and any(stored[1] is value for value in opened):
+            current = self._var.get()
+            if current is not None and any(current is value for value in opened):
                 self._var.set(None)  # this context must not keep a session closed below
             for value in opened:
                 close(value)

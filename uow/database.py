@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.orm import sessionmaker
 
 from uow import _fork, _sqlite, _transactions
+from uow._fork import ProcessLocal
 from uow._scoped import ScopedSession
 from uow._urls import resolve_url
 from uow.session import Session
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
     from uow._sqlite import TransactionMode
-    from uow.unit_of_work import _Stack
+    from uow.unit_of_work import _Frame
 
 __all__ = ["Database"]
 
@@ -106,9 +106,20 @@ class Database:
         )
         number = next(_ids)
         self.s: ScopedSession = ScopedSession(self.Session, f"uow_session_{number}")
-        # The unit-of-work stack of each context: an immutable tuple, replaced (never mutated)
-        # on every enter/exit, so contexts copied from one another cannot corrupt each other.
-        self._stack: ContextVar[_Stack] = ContextVar(f"uow_stack_{number}", default=(0, ()))
+        # The unit-of-work frames of each context, outermost first: the one owner of that
+        # state (UnitOfWork reads and replaces it). An immutable tuple, replaced (never
+        # mutated) on every enter/exit, so contexts copied from one another cannot corrupt each
+        # other; process-local, so a child forked inside a block starts outside any block.
+        self._frames: ProcessLocal[tuple[_Frame, ...]] = ProcessLocal(f"uow_stack_{number}", ())
+
+    @property
+    def in_unit_of_work(self) -> bool:
+        """Whether the current context is inside a `with uow:` block over this Database.
+
+        For integrations and hooks that must leave an open block's session alone (a Celery
+        task run eagerly from inside a block, say).
+        """
+        return bool(self._frames.get())
 
     def session_scope(self) -> AbstractContextManager[None]:
         """Close, at the end of the block, every session opened inside it: also in threads.

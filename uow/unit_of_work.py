@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self, get_args, get_origin, get_type_hints
@@ -46,11 +45,6 @@ class _Frame:
     callbacks: list[tuple[Callable[[], object], bool]] = field(default_factory=list)
     rollback_only: bool = False
     repositories: dict[Any, Any] = field(default_factory=dict)
-
-
-# (pid that built the stack, frames outermost first). A child forked inside a block must not
-# touch its parent's frames, so a stack from another pid reads as empty.
-_Stack = tuple[int, tuple[_Frame, ...]]
 
 
 class UnitOfWork:
@@ -89,11 +83,10 @@ class UnitOfWork:
     # -- the stack of this context --------------------------------------------------------------
 
     def _frames(self) -> tuple[_Frame, ...]:
-        pid, frames = self.database._stack.get()
-        return frames if pid == os.getpid() else ()
+        return self.database._frames.get()
 
     def _set_frames(self, frames: tuple[_Frame, ...]) -> None:
-        self.database._stack.set((os.getpid(), frames))
+        self.database._frames.set(frames)
 
     def _innermost(self, what: str) -> _Frame:
         frames = self._frames()
@@ -104,7 +97,7 @@ class UnitOfWork:
     @property
     def in_block(self) -> bool:
         """Whether this context is inside a `with` block of a unit of work over this Database."""
-        return bool(self._frames())
+        return self.database.in_unit_of_work
 
     @property
     def session(self) -> Session:

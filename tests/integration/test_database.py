@@ -187,6 +187,30 @@ def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own(
         assert session.scalars(select(User.email)).all() == ["child@example.com"]
 
 
+def _report_block_state(db: Database, results: Any) -> None:
+    results.put((db.in_unit_of_work, db.s.registry.has()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_inside_a_block_starts_outside_any_block_with_no_session(
+    db: Database,
+) -> None:
+    uow = AppUnitOfWork(db)
+    assert not db.in_unit_of_work
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    with uow:
+        assert db.in_unit_of_work
+        assert uow.in_block
+        process = context.Process(target=_report_block_state, args=(db, results))
+        process.start()
+        child_state = results.get(timeout=60)
+        process.join(timeout=60)
+    assert not db.in_unit_of_work
+    assert process.exitcode == 0
+    assert child_state == (False, False)
+
+
 # -- issue 9: URLs as hosting providers hand them out; pre-ping for server databases --------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -14,7 +13,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DatabaseSource",
     "databases",
-    "dispose_inherited",
     "missing",
     "remove_sessions",
     "session_scopes",
@@ -61,16 +59,5 @@ def remove_sessions(sources: Iterable[DatabaseSource]) -> None:
     closing the block's session would silently drop its work.
     """
     for database in databases(sources):
-        if not _in_unit_of_work(database):
+        if not database.in_unit_of_work:
             database.s.remove()
-
-
-def _in_unit_of_work(database: Database) -> bool:
-    pid, frames = database._stack.get()
-    return pid == os.getpid() and bool(frames)
-
-
-def dispose_inherited(sources: Iterable[DatabaseSource]) -> None:
-    """Drop the pools a forked worker inherited, without closing the parent's connections."""
-    for database in databases(sources):
-        database.engine.dispose(close=False)

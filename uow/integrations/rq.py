@@ -1,4 +1,4 @@
-"""RQ: a worker class whose forked work horses use fresh connections and remove their sessions.
+"""RQ: a worker class whose jobs leave no session behind.
 
 ```python
 worker = UowWorker([queue], connection=redis, databases=[db])
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from uow.integrations._common import dispose_inherited, missing, remove_sessions
+from uow.integrations._common import missing, remove_sessions
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -32,12 +32,12 @@ __all__ = ["UowWorker"]
 
 
 class UowWorker(Worker):
-    """An `rq.Worker` that keeps database connections per work horse and per job.
+    """An `rq.Worker` whose jobs leave no session behind.
 
-    RQ forks a work horse for each job. The horse drops the pools it inherited (without closing
-    the worker's connections) before the job runs, and each job's context-local sessions are
-    closed and removed when it ends, whether it succeeded or raised. `SimpleWorker`-style
-    in-process execution gets the session removal too.
+    Each job's context-local sessions are closed and removed when it ends, whether it succeeded
+    or raised. RQ forks a work horse for each job: every `Database` already makes the horse
+    drop the pools it inherited (without closing the worker's connections), so it opens its
+    own. `SimpleWorker`-style in-process execution gets the session removal too.
 
     Args:
         *args: as for `rq.Worker`.
@@ -55,11 +55,6 @@ class UowWorker(Worker):
         super().__init__(*args, **kwargs)
         if databases is not None:
             self.databases = tuple(databases)  # type: ignore[misc]
-
-    def main_work_horse(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
-        """Runs in the forked horse: drop the inherited pools, then run the job."""
-        dispose_inherited(self.databases)
-        super().main_work_horse(job, queue, *args, **kwargs)
 
     # *args/**kwargs: RQ 3 added a third argument (`execution`) to these hooks; passing the
     # rest through serves RQ 2 and 3 alike.
