@@ -17,6 +17,7 @@ from sqlalchemy import (
     update,
 )
 
+from repositories._checks import check_positive_int
 from repositories.lookups import EmptyResult, build_conditions, check_columns, check_fields
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 from uow.errors import DoesNotExist, FieldError, MultipleObjectsReturned
@@ -259,8 +260,7 @@ class Query(Generic[ModelT]):
         session keeps only weak references to unmodified objects, so memory stays bounded as
         long as you do not keep them. Consume it inside the unit of work.
         """
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+        check_positive_int("chunk_size", chunk_size)
         if self._nothing():
             return iter(())
         return self._stream(chunk_size)
@@ -289,12 +289,9 @@ class Query(Generic[ModelT]):
                 largest OFFSET SQL takes (2**63 - 1).
         """
         self._check_unsliced("paginate")
-        if not isinstance(page, int) or page < 1:
-            raise ValueError(f"page must be an integer >= 1, not {page!r}")
-        if not isinstance(per_page, int) or per_page < 1:
-            raise ValueError(f"per_page must be an integer >= 1, not {per_page!r}")
-        if not isinstance(max_per_page, int) or max_per_page < 1:
-            raise ValueError(f"max_per_page must be an integer >= 1, not {max_per_page!r}")
+        check_positive_int("page", page)
+        check_positive_int("per_page", per_page)
+        check_positive_int("max_per_page", max_per_page)
         per_page = min(per_page, max_per_page)
         query = self if self._order else self._copy(order=_primary_key(self._model))
         start = (page - 1) * per_page

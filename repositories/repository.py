@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ClauseElement
 
 from repositories import _bulk as bulk
 from repositories import _links as links
+from repositories._checks import check_positive_int
 from repositories._integrity import is_unique_violation
 from repositories.lookups import check_fields, check_key
 from repositories.query import Query, dialect_name
@@ -129,30 +129,27 @@ class Repository(Generic[ModelT]):
         self,
         page: int = 1,
         per_page: int = 20,
-        *expressions: Any,
+        *,
         max_per_page: int = DEFAULT_MAX_PER_PAGE,
         count: bool = True,
         **lookups: Any,
     ) -> Page[ModelT]:
         """One page of the rows matching the lookups (see `Query.paginate`).
 
-        Raw expressions come after the page numbers: `paginate(1, 20, User.age > 3)`.
+        Raw SQLAlchemy expressions go through `filter()`:
+        `repository.filter(User.age > 3).paginate(1, 20)`.
         """
-        for name, value in (("page", page), ("per_page", per_page)):
-            _positional_first("paginate", name, value, "paginate(1, 20, User.age > 3)")
-        return self.filter(*expressions, **lookups).paginate(
+        return self.filter(**lookups).paginate(
             page, per_page, max_per_page=max_per_page, count=count
         )
 
-    def iterator(
-        self, chunk_size: int = 1000, *expressions: Any, **lookups: Any
-    ) -> Iterator[ModelT]:
+    def iterator(self, chunk_size: int = 1000, **lookups: Any) -> Iterator[ModelT]:
         """Stream the rows matching the lookups (see `Query.iterator`).
 
-        Raw expressions come after the chunk size: `iterator(1000, User.age > 3)`.
+        Raw SQLAlchemy expressions go through `filter()`:
+        `repository.filter(User.age > 3).iterator(1000)`.
         """
-        _positional_first("iterator", "chunk_size", chunk_size, "iterator(1000, User.age > 3)")
-        return self.filter(*expressions, **lookups).iterator(chunk_size)
+        return self.filter(**lookups).iterator(chunk_size)
 
     def in_bulk(self, ids: Iterable[Any], field_name: str = "id") -> dict[Any, ModelT]:
         """`{value: object}` for the objects whose unique `field_name` is in `ids`.
@@ -233,10 +230,7 @@ class Repository(Generic[ModelT]):
                 holds related objects bulk_create cannot save (a collection, or a many-to-one
                 object that has no key and is not in the session).
         """
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be None or a positive integer, not {batch_size!r}")
+        check_positive_int("batch_size", batch_size, optional=True)
         rows, related = bulk.rows_of(self.model, items)
         if not rows:
             return []
@@ -422,12 +416,3 @@ def _plain(lookups: Mapping[str, Any]) -> dict[str, Any]:
 def _called(defaults: Mapping[str, Any]) -> dict[str, Any]:
     """`defaults` with callables replaced by what they return (Django's `resolve_callables`)."""
     return {name: value() if callable(value) else value for name, value in defaults.items()}
-
-
-def _positional_first(method: str, name: str, value: Any, example: str) -> None:
-    """A clear error for `repo.paginate(User.age > 3)`: the expression landed in `name`."""
-    if isinstance(value, ClauseElement) or hasattr(value, "__clause_element__"):
-        raise TypeError(
-            f"{method}() takes {name} first and raw expressions after it, as in {example}; "
-            f"or filter first: filter(<expression>).{method}(...)"
-        )

@@ -442,13 +442,14 @@ def test_update_or_create_creates_with_create_defaults_or_else_defaults(
             defaults={"name": "Updated", "age": 1},
             create_defaults={"name": "Created"},
         )
+        # The defaults win over the lookups when creating (Django's rule).
         bob, bob_created = uow.users.update_or_create(
-            defaults=UserIn(email="ignored@example.com", name="Bob"), email="bob@example.com"
+            defaults=UserIn(email="bob@example.org", name="Bob"), email="bob@example.com"
         )
         assert (ada_created, bob_created) == (True, True)
         assert isinstance(ada.id, int)
         assert isinstance(bob.id, int)
-    assert stored(db) == {"ada@example.com": ("Created", None), "bob@example.com": ("Bob", None)}
+    assert stored(db) == {"ada@example.com": ("Created", None), "bob@example.org": ("Bob", None)}
 
 
 def test_update_or_create_updates_the_found_row_with_defaults(
