@@ -7,7 +7,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, PrimaryKeyConstraint, UniqueConstraint, inspect
+from sqlalchemy import ColumnElement, Index, PrimaryKeyConstraint, UniqueConstraint, inspect
 from sqlalchemy import insert as generic_insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ColumnProperty
@@ -81,7 +81,11 @@ def rows_of(model: type[Any], items: Iterable[Any]) -> tuple[list[dict[str, Any]
 
 
 def unique_column(model: type[Any], field_name: str) -> ColumnElement[Any]:
-    """The column behind `field_name`, which must be the primary key or unique on its own."""
+    """The column behind `field_name`, which must be the primary key or unique on its own.
+
+    A unique index with a condition (a partial index, `postgresql_where=...`) does not count:
+    rows outside the condition may share a value, and a `{value: object}` dict would keep one.
+    """
     columns = _columns(model)
     if field_name not in columns:
         raise FieldError(
@@ -95,15 +99,33 @@ def unique_column(model: type[Any], field_name: str) -> ColumnElement[Any]:
         and list(constraint.columns) == [column]
         for constraint in getattr(table, "constraints", ())
     )
-    unique_alone = unique_alone or any(
-        index.unique and list(index.columns) == [column] for index in getattr(table, "indexes", ())
-    )
-    if not unique_alone:
-        raise FieldError(
-            f"in_bulk needs a unique field; {model.__name__}.{field_name} is not unique"
-        )
+    indexes = [
+        index
+        for index in getattr(table, "indexes", ())
+        if index.unique and list(index.columns) == [column]
+    ]
+    partial = [index for index in indexes if _has_condition(index)]
+    if not unique_alone and len(partial) == len(indexes):
+        where = f"; {model.__name__}.{field_name} is"
+        if partial:
+            names = ", ".join(repr(index.name) for index in partial)
+            raise FieldError(
+                f"in_bulk needs a field that is unique on its own{where} unique only under a "
+                f"condition (partial index {names}), so rows outside it may share a value and "
+                "all but one of them would be left out; use a field with an unconditional "
+                "unique constraint or index"
+            )
+        raise FieldError(f"in_bulk needs a unique field{where} not unique")
     attribute: ColumnElement[Any] = getattr(model, field_name)
     return attribute
+
+
+def _has_condition(index: Index) -> bool:
+    # Any dialect's condition counts (`postgresql_where`, `sqlite_where`, `mssql_where`): the
+    # model says the values may repeat, whichever database this session happens to use.
+    return any(
+        key.endswith("_where") and value is not None for key, value in index.dialect_kwargs.items()
+    )
 
 
 def _ascending_key(model: type[Any], rows: list[dict[str, Any]]) -> str | None:
@@ -129,36 +151,76 @@ def insert_rows(
     ignore_conflicts: bool,
     return_objects: bool = True,
 ) -> list[T]:
-    """INSERT `rows` as multi-row statements; the new objects in input order (or none)."""
+    """INSERT `rows` as multi-row statements; the new objects in input order (or none).
+
+    All or nothing: every batch runs inside one SAVEPOINT, so a failing batch takes the ones
+    before it back out, and the caller's transaction stays usable (on PostgreSQL a failed
+    statement would otherwise abort all of it). The session must have been flushed.
+    """
     bind = session.get_bind(mapper=inspect(model))
-    dialect = bind.dialect.name
-    if ignore_conflicts:
-        if dialect == "postgresql":
-            statement: Any = postgresql.insert(model).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            statement = sqlite.insert(model).on_conflict_do_nothing()
-        else:
-            raise NotImplementedError(
-                f"bulk_create(ignore_conflicts=True) supports PostgreSQL and SQLite, not {dialect}"
-            )
-    else:
-        statement = generic_insert(model)
-    returning = bind.dialect.insert_executemany_returning_sort_by_parameter_order
+    statement = _insert_statement(model, bind.dialect.name, ignore_conflicts)
     created: list[T] = []
-    if not return_objects:
-        # A Core executemany on the connection, with attribute names turned into column keys:
-        # the driver's fastest path, and no ORM objects to build.
-        keys = {name: prop.columns[0].key for name, prop in _columns(model).items()}
-        if any(name != key for name, key in keys.items()):
-            rows = [{keys[name]: value for name, value in row.items()} for row in rows]
-        connection = session.connection(bind_arguments={"mapper": inspect(model)})
-        for batch in chunks(rows, batch_size or len(rows)):
-            # Core compiles one INSERT from the first row's keys: rows with other keys would
-            # lose their extra values or fail, so each run of rows with one key set goes alone.
-            for _, run in groupby(batch, key=frozenset):
-                connection.execute(statement, list(run))
-        return created
-    ascending = _ascending_key(model, rows) if dialect == "sqlite" else None
+    try:
+        with session.begin_nested():
+            if not return_objects:
+                _execute_many(session, model, statement, rows, batch_size)
+            else:
+                for objects in _insert_batches(session, model, statement, rows, batch_size):
+                    created.extend(objects)
+    except BaseException:
+        # Rolling back to a savepoint leaves the objects the earlier batches loaded in the
+        # identity map, standing for rows that no longer exist; SQLite would even hand their
+        # keys to the next rows inserted, and the session would mistake those for them.
+        for obj in created:
+            if obj in session:
+                session.expunge(obj)
+        raise
+    return created
+
+
+def _insert_statement(model: type[Any], dialect: str, ignore_conflicts: bool) -> Any:
+    if not ignore_conflicts:
+        return generic_insert(model)
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise NotImplementedError(
+        f"bulk_create(ignore_conflicts=True) supports PostgreSQL and SQLite, not {dialect}"
+    )
+
+
+def _execute_many(
+    session: Session,
+    model: type[Any],
+    statement: Any,
+    rows: list[dict[str, Any]],
+    batch_size: int | None,
+) -> None:
+    """A Core executemany on the connection, with attribute names turned into column keys:
+    the driver's fastest path, and no ORM objects to build."""
+    keys = {name: prop.columns[0].key for name, prop in _columns(model).items()}
+    if any(name != key for name, key in keys.items()):
+        rows = [{keys[name]: value for name, value in row.items()} for row in rows]
+    connection = session.connection(bind_arguments={"mapper": inspect(model)})
+    for batch in chunks(rows, batch_size or len(rows)):
+        # Core compiles one INSERT from the first row's keys: rows with other keys would
+        # lose their extra values or fail, so each run of rows with one key set goes alone.
+        for _, run in groupby(batch, key=frozenset):
+            connection.execute(statement, list(run))
+
+
+def _insert_batches(
+    session: Session,
+    model: type[T],
+    statement: Any,
+    rows: list[dict[str, Any]],
+    batch_size: int | None,
+) -> Iterator[Sequence[T]]:
+    """INSERT each batch through the ORM; the objects of each, in input order."""
+    dialect = session.get_bind(mapper=inspect(model)).dialect
+    returning = dialect.insert_executemany_returning_sort_by_parameter_order
+    ascending = _ascending_key(model, rows) if dialect.name == "sqlite" else None
     for batch in chunks(rows, batch_size or len(rows)):
         if returning and ascending:
             # SQLAlchemy sends SQLite one INSERT per row when asked for RETURNING in parameter
@@ -166,14 +228,12 @@ def insert_rows(
             # ascending integer keys in VALUES order (batches run in order), so sorting by the
             # key restores the input order.
             result = session.scalars(statement.returning(model), list(batch)).all()
-            created.extend(sorted(result, key=attrgetter(ascending)))
+            yield sorted(result, key=attrgetter(ascending))
         elif returning:
             # "insertmanyvalues": multi-row INSERT ... RETURNING, rows back in parameter order.
-            result = session.scalars(
+            yield session.scalars(
                 statement.returning(model, sort_by_parameter_order=True), list(batch)
             ).all()
-            created.extend(result)
         else:
             session.execute(statement, list(batch))
-            created.extend(model(**row) for row in batch)
-    return created
+            yield [model(**row) for row in batch]
