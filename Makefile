@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck docs docs-serve pytest bench clean
+.PHONY: demo test lint typecheck imports docs docs-serve pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# The import contracts in pyproject.toml: repositories never imports uow, the core never imports
+# the integrations, the integrations do not import one another.
+imports: $(VENV)/.installed-test
+	$(BIN)/lint-imports
+
 # The user manual (mkdocs-material + mkdocstrings); --strict fails on any warning (broken links,
 # unresolved API references, bad docstrings). The output goes to site/.
 docs: $(VENV)/.installed-test
@@ -42,7 +47,7 @@ docs-serve: $(VENV)/.installed-test
 pytest: $(VENV)/.installed-test
 	scripts/with-postgres $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck docs pytest
+test: lint typecheck imports docs pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache quickstart.db* site

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
+from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned, UowError
 from repositories.query import Query
 from repositories.repository import Repository
 from repositories.schemas import Page
-from uow.errors import (
-    DoesNotExist,
-    FieldError,
-    MultipleObjectsReturned,
-    UnitOfWorkError,
-    UowError,
-)
 
 __all__ = [
     "DoesNotExist",
@@ -20,6 +14,5 @@ __all__ = [
     "Page",
     "Query",
     "Repository",
-    "UnitOfWorkError",
     "UowError",
 ]

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ColumnProperty
 
 from repositories._links import Link, links_of
-from uow.errors import FieldError
+from repositories.errors import FieldError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence

@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import RelationshipDirection
 from sqlalchemy.orm.attributes import set_committed_value
 
-from uow.errors import FieldError
+from repositories.errors import FieldError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Mapper, RelationshipProperty, Session

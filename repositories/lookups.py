@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, ColumnElement, Integer, SmallInteger, false, 
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
 
-from uow.errors import FieldError
+from repositories.errors import FieldError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect

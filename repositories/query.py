@@ -18,9 +18,9 @@ from sqlalchemy import (
 )
 
 from repositories._checks import check_positive_int
+from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned
 from repositories.lookups import EmptyResult, build_conditions, check_columns, check_fields
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
-from uow.errors import DoesNotExist, FieldError, MultipleObjectsReturned
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -13,10 +13,10 @@ from repositories import _bulk as bulk
 from repositories import _links as links
 from repositories._checks import check_positive_int
 from repositories._integrity import is_unique_violation
+from repositories.errors import DoesNotExist, MultipleObjectsReturned
 from repositories.lookups import check_fields, check_key
 from repositories.query import Query, dialect_name
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
-from uow.errors import DoesNotExist, MultipleObjectsReturned
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

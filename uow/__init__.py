@@ -6,8 +6,10 @@ from uow._scoped import ScopedSession
 from uow.database import Database
 from uow.errors import (
     DoesNotExist,
+    DriverNotInstalledError,
     FieldError,
     MultipleObjectsReturned,
+    SettingsError,
     UnitOfWorkError,
     UowError,
 )
@@ -17,10 +19,12 @@ from uow.unit_of_work import UnitOfWork
 __all__ = [
     "Database",
     "DoesNotExist",
+    "DriverNotInstalledError",
     "FieldError",
     "MultipleObjectsReturned",
     "ScopedSession",
     "Session",
+    "SettingsError",
     "UnitOfWork",
     "UnitOfWorkError",
     "UowError",

@@ -12,9 +12,9 @@ import importlib.util
 
 from sqlalchemy.engine import URL, make_url
 
-from uow.errors import UowError
+from uow.errors import DriverNotInstalledError
 
-__all__ = ["DriverNotInstalledError", "resolve_url"]
+__all__ = ["resolve_url"]
 
 DIST = "uow-repositories"
 
@@ -32,10 +32,6 @@ _INSTALL = {
     ("mysql", "mysqldb"): "mysqlclient",
     ("mysql", "pymysql"): "PyMySQL",
 }
-
-
-class DriverNotInstalledError(UowError, ImportError):
-    """The database driver a URL needs is not installed; the message says what to install."""
 
 
 def resolve_url(url: str | URL, *, check_driver: bool = True) -> URL:

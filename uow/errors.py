@@ -1,39 +1,33 @@
-"""The exceptions of both packages.
+"""The exceptions of both packages: the repository side's, re-exported, and the session side's.
 
 Every error the library raises on purpose derives from [`UowError`][uow.errors.UowError], and,
-where one fits, from a built-in too, so callers can catch either. Integrity errors that the
-repository semantics do not handle are SQLAlchemy's own `IntegrityError`, unchanged.
+where one fits, from a built-in too, so callers can catch either. The base class and the
+repository errors live in `repositories.errors` (the package that raises them); they are the
+same classes here.
 """
 
 from __future__ import annotations
 
+from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned, UowError
+
 __all__ = [
     "DoesNotExist",
+    "DriverNotInstalledError",
     "FieldError",
     "MultipleObjectsReturned",
+    "SettingsError",
     "UnitOfWorkError",
     "UowError",
 ]
-
-
-class UowError(Exception):
-    """Base class of every error raised by `uow` and `repositories`."""
 
 
 class UnitOfWorkError(UowError, RuntimeError):
     """A unit of work was used outside its rules (for example outside `with uow:`)."""
 
 
-class FieldError(UowError, ValueError):
-    """A lookup, ordering or value names something the model does not have.
-
-    Raised before any SQL runs, so the transaction stays usable.
-    """
+class SettingsError(UowError, ValueError):
+    """A setting has a bad value; the message names its environment variable."""
 
 
-class DoesNotExist(UowError, LookupError):
-    """`one()` (or `get_or_create`'s re-read) found no row matching the lookups."""
-
-
-class MultipleObjectsReturned(UowError, LookupError):
-    """`one()` found more than one row matching the lookups."""
+class DriverNotInstalledError(UowError, ImportError):
+    """The database driver a URL needs is not installed; the message says what to install."""

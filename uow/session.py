@@ -6,25 +6,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.orm import Session as _SqlaSession
 
+from repositories.repository import Repository
 from uow.errors import UnitOfWorkError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from sqlalchemy.orm import SessionTransaction
 
-    from repositories.repository import Repository
-
 __all__ = ["Session"]
 
 M = TypeVar("M")
-
-
-def _repository(session: _SqlaSession, model: type[M]) -> Repository[M]:
-    # Imported here, not at module level: `repositories` imports `uow.errors`, which runs this
-    # package's __init__, so a module-level import would be circular.
-    from repositories.repository import Repository
-
-    return Repository(session, model)
 
 
 class Session(_SqlaSession):
@@ -64,26 +55,26 @@ class Session(_SqlaSession):
 
     def all(self, model: type[M], /, **lookups: Any) -> list[M]:
         """Shortcut for `Repository(session, model).all(**lookups)`."""
-        return _repository(self, model).all(**lookups)
+        return Repository(self, model).all(**lookups)
 
     def first(self, model: type[M], /, **lookups: Any) -> M | None:
         """Shortcut for `Repository(session, model).first(**lookups)`."""
-        return _repository(self, model).first(**lookups)
+        return Repository(self, model).first(**lookups)
 
     def create(
         self, model: type[M], data: BaseModel | dict[str, Any] | None = None, /, **attrs: Any
     ) -> M:
         """Shortcut for `Repository(session, model).create(data, **attrs)`."""
-        return _repository(self, model).create(data, **attrs)
+        return Repository(self, model).create(data, **attrs)
 
     def first_or_create(
         self, model: type[M], /, defaults: BaseModel | dict[str, Any] | None = None, **attrs: Any
     ) -> M:
         """Shortcut for `Repository(session, model).first_or_create(defaults, **attrs)`."""
-        return _repository(self, model).first_or_create(defaults, **attrs)
+        return Repository(self, model).first_or_create(defaults, **attrs)
 
     def create_or_first(
         self, model: type[M], /, defaults: BaseModel | dict[str, Any] | None = None, **attrs: Any
     ) -> M:
         """Shortcut for `Repository(session, model).create_or_first(defaults, **attrs)`."""
-        return _repository(self, model).create_or_first(defaults, **attrs)
+        return Repository(self, model).create_or_first(defaults, **attrs)

@@ -18,9 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from uow._urls import DriverNotInstalledError, resolve_url
+from uow._urls import resolve_url
 from uow.database import Database
-from uow.errors import UowError
+from uow.errors import DriverNotInstalledError, SettingsError
 
 __all__ = ["DEFAULT_DATABASE_URL", "DatabaseSettings", "DatabaseURL", "SettingsError"]
 
@@ -34,10 +34,6 @@ _EXAMPLE_URL = "postgresql+psycopg://user:password@host/dbname"
 # Settings that become `create_engine` keyword arguments when they are set. Left unset, the
 # dialect's own defaults apply (SQLite's in-memory pool takes no pool size, for example).
 _POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping")
-
-
-class SettingsError(UowError, ValueError):
-    """A setting has a bad value; the message names its environment variable."""
 
 
 class DatabaseURL(str):

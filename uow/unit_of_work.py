@@ -19,6 +19,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy.exc import PendingRollbackError
 
+from repositories.repository import Repository
 from uow import _transactions
 from uow.errors import UnitOfWorkError
 
@@ -361,8 +362,6 @@ def _repository_factories(cls: type[UnitOfWork]) -> _Factories:
 
 
 def _resolve_factories(cls: type[UnitOfWork]) -> _Factories:
-    from repositories.repository import Repository  # not at module level: circular import
-
     try:
         hints = get_type_hints(cls)
     except NameError as error:
