@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Index, PrimaryKeyConstraint, UniqueConstraint, inspect
 from sqlalchemy import insert as generic_insert
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import ColumnProperty
 
+from repositories._fields import check_columns, fields_of
 from repositories._links import Link, links_of
 from repositories.errors import FieldError
 
@@ -22,25 +22,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Bound parameters one statement may carry: SQLite builds before 3.32 allow 999; PostgreSQL's
-# protocol allows 65535. Stay below both with room for the rest of the statement.
-_PARAMETER_LIMITS = {"sqlite": 900, "postgresql": 30000}
-_DEFAULT_PARAMETER_LIMIT = 900
-
-
-def parameter_limit(dialect: str) -> int:
-    """How many values one `IN (...)` may hold on this dialect."""
-    return _PARAMETER_LIMITS.get(dialect, _DEFAULT_PARAMETER_LIMIT)
-
 
 def chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """`values` in consecutive slices of at most `size`."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _columns(model: type[Any]) -> dict[str, ColumnProperty[Any]]:
-    return {p.key: p for p in inspect(model).attrs if isinstance(p, ColumnProperty)}
 
 
 def rows_of(model: type[Any], items: Iterable[Any]) -> tuple[list[dict[str, Any]], list[Link]]:
@@ -50,7 +36,7 @@ def rows_of(model: type[Any], items: Iterable[Any]) -> tuple[list[dict[str, Any]
     Each distinct set of keys is checked once: a 100k-row load usually has one.
     """
     mapper = inspect(model)
-    columns = _columns(model)
+    columns = fields_of(model).columns
     checked: set[frozenset[str]] = set()
     rows: list[dict[str, Any]] = []
     links: list[Link] = []
@@ -70,11 +56,7 @@ def rows_of(model: type[Any], items: Iterable[Any]) -> tuple[list[dict[str, Any]
             )
         keys = frozenset(row)
         if keys not in checked:
-            for name in keys - columns.keys():
-                raise FieldError(
-                    f"{model.__name__} has no column {name!r} (bulk_create takes column "
-                    f"values); valid columns: {', '.join(sorted(columns))}"
-                )
+            check_columns(model, keys, why=" (bulk_create takes column values)")
             checked.add(keys)
         rows.append(row)
     return rows, links
@@ -86,12 +68,8 @@ def unique_column(model: type[Any], field_name: str) -> ColumnElement[Any]:
     A unique index with a condition (a partial index, `postgresql_where=...`) does not count:
     rows outside the condition may share a value, and a `{value: object}` dict would keep one.
     """
-    columns = _columns(model)
-    if field_name not in columns:
-        raise FieldError(
-            f"{model.__name__} has no column {field_name!r}; "
-            f"valid columns: {', '.join(sorted(columns))}"
-        )
+    check_columns(model, [field_name])
+    columns = fields_of(model).columns
     column = columns[field_name].columns[0]
     table = column.table
     unique_alone = column.unique or any(
@@ -199,7 +177,7 @@ def _execute_many(
 ) -> None:
     """A Core executemany on the connection, with attribute names turned into column keys:
     the driver's fastest path, and no ORM objects to build."""
-    keys = {name: prop.columns[0].key for name, prop in _columns(model).items()}
+    keys = {name: prop.columns[0].key for name, prop in fields_of(model).columns.items()}
     if any(name != key for name, key in keys.items()):
         rows = [{keys[name]: value for name, value in row.items()} for row in rows]
     connection = session.connection(bind_arguments={"mapper": inspect(model)})

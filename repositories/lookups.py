@@ -10,73 +10,45 @@ look attributes up; they never become SQL text, and values are always bound para
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import BigInteger, ColumnElement, Integer, SmallInteger, false, func, inspect
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import ColumnProperty, Mapper, RelationshipProperty
+from sqlalchemy import ColumnElement, Integer, false, func
 
+from repositories._dialects import BIGINT_MAX, BIGINT_MIN, int_bounds, parameter_limit
+from repositories._fields import check_fields, fields_of, unknown_field
 from repositories.errors import FieldError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Dialect
+    from sqlalchemy.orm import InstrumentedAttribute, RelationshipProperty
 
-__all__ = [
-    "OPERATORS",
-    "EmptyResult",
-    "build_conditions",
-    "check_columns",
-    "check_fields",
-    "check_key",
-    "model_fields",
-]
+__all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_key"]
 
 
 class EmptyResult(Exception):
     """Raised internally when a lookup can match nothing (`in=[]`): the caller skips the SQL."""
 
 
-_Op = Callable[[Any, Any, Callable[[], str]], ColumnElement[bool]]
+Column = ColumnElement[Any]
+_Op = Callable[[Column, Any, Callable[[], str]], ColumnElement[bool]]
 
 
-def _exact(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
+def _exact(column: Column, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
     if _beyond(column, value, dialect) is not None:
         return false()
-    result: ColumnElement[bool] = column.is_(None) if value is None else column == value
-    return result
+    return column.is_(None) if value is None else column == value
 
 
-# PostgreSQL refuses to compare an integer column with a number wider than its type (and the
-# error aborts the transaction). No row can hold such a number, so the lookups answer as Django
-# does: `age=2**40` matches nothing, `age__lt=2**40` every row with an age. SQLite stores any
-# 64-bit integer in any INTEGER column, so there the value goes to the database as it is.
-_INT_BITS = ((BigInteger, 63), (SmallInteger, 15), (Integer, 31))  # subclasses of Integer first
-
-
-@cache
-def _postgresql() -> Dialect:
-    dialect: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    return dialect
-
-
-def _int_bounds(column: Any, dialect: Callable[[], str]) -> tuple[int, int] | None:
-    """The integers `column` can hold where the database refuses wider ones, else None."""
-    column_type = getattr(column, "type", None)
-    if not isinstance(column_type, Integer) or dialect() != "postgresql":
-        return None  # a TypeDecorator converts values itself: left to it
-    column_type = column_type.dialect_impl(_postgresql())  # with_variant(BigInteger(), ...)
-    for type_, bits in _INT_BITS:
-        if isinstance(column_type, type_):
-            return -(2**bits), 2**bits - 1
-    return None
+def _int_bounds(column: Column, dialect: Callable[[], str]) -> tuple[int, int] | None:
+    """The integers `column` can hold where the database refuses wider ones (PostgreSQL), else
+    None: `age=2**40` then matches nothing and `age__lt=2**40` every row with an age, as in
+    Django, instead of an error that would abort the transaction."""
+    if not isinstance(column.type, Integer):
+        return None  # asked only for integer columns: dialect() is not free
+    return int_bounds(column.type, dialect())
 
 
 def _side(bounds: tuple[int, int] | None, value: Any) -> int | None:
@@ -86,32 +58,44 @@ def _side(bounds: tuple[int, int] | None, value: Any) -> int | None:
     return -1 if value < bounds[0] else 1 if value > bounds[1] else None
 
 
-def _beyond(column: Any, value: Any, dialect: Callable[[], str]) -> int | None:
+def _beyond(column: Column, value: Any, dialect: Callable[[], str]) -> int | None:
     """`_side` of one value; the column is looked at only for an int."""
     if not isinstance(value, int) or isinstance(value, bool):
         return None
     return _side(_int_bounds(column, dialect), value)
 
 
-def _iexact(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+def _iexact(column: Column, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if value is None:
-        return column.is_(None)  # type: ignore[no-any-return]
+        return column.is_(None)
     return func.lower(column) == func.lower(_string(value, "iexact"))
+
+
+_LIKE: Mapping[str, Callable[[Column, str], ColumnElement[bool]]] = {
+    # autoescape makes % and _ in the value literal characters.
+    "contains": lambda column, text: column.contains(text, autoescape=True),
+    "startswith": lambda column, text: column.startswith(text, autoescape=True),
+    "endswith": lambda column, text: column.endswith(text, autoescape=True),
+    # lower(x) LIKE lower(y) (ILIKE on PostgreSQL).
+    "icontains": lambda column, text: column.icontains(text, autoescape=True),
+    "istartswith": lambda column, text: column.istartswith(text, autoescape=True),
+    "iendswith": lambda column, text: column.iendswith(text, autoescape=True),
+}
 
 
 def _case_sensitive(kind: str) -> _Op:
     """contains / startswith / endswith, case-sensitive on every database.
 
     SQLite's LIKE ignores ASCII case, so there we compare with instr()/substr() instead (no
-    wildcards involved); elsewhere LIKE with `%` and `_` escaped (autoescape).
+    wildcards involved); elsewhere LIKE with `%` and `_` escaped.
     """
 
-    def build(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
+    def build(column: Column, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
         text = _string(value, kind)
         if dialect() != "sqlite":
-            return getattr(column, kind)(text, autoescape=True)  # type: ignore[no-any-return]
+            return _LIKE[kind](column, text)
         if not text:
-            return column.is_not(None)  # type: ignore[no-any-return]
+            return column.is_not(None)
         if kind == "contains":
             return func.instr(column, text) > 0
         start = 1 if kind == "startswith" else -len(text)
@@ -120,16 +104,14 @@ def _case_sensitive(kind: str) -> _Op:
     return build
 
 
-def _case_insensitive(method: str) -> _Op:
-    def build(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
-        # lower(x) LIKE lower(y) (ILIKE on PostgreSQL); autoescape makes % and _ literal.
-        text = _string(value, method)
-        return getattr(column, method)(text, autoescape=True)  # type: ignore[no-any-return]
+def _case_insensitive(kind: str) -> _Op:
+    def build(column: Column, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+        return _LIKE[kind](column, _string(value, kind))
 
     return build
 
 
-def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+def _in(column: Column, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise FieldError(
             f"'in' takes an iterable of values (list, tuple, set, generator...), "
@@ -138,40 +120,22 @@ def _in(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[b
     values = list(value)
     if not values:
         raise EmptyResult
-    bounds = _int_bounds(column, _dialect)
+    bounds = _int_bounds(column, dialect)
     values = [item for item in values if _side(bounds, item) is None]
     if not values:
         return false()
-    dialect = _dialect()
-    limit = _in_limit(dialect)
-    if limit is not None and len(values) > limit:
+    name = dialect()
+    limit = parameter_limit(name)
+    if len(values) > limit:
         raise FieldError(
-            f"'in' got {len(values):,} values; one statement on {dialect} binds at most "
+            f"'in' got {len(values):,} values; one statement on {name} binds at most "
             f"about {limit:,}: use in_bulk(), which chunks, or pass a subquery positionally, "
             "as Model.field.in_(select(...))"
         )
-    return column.in_(values)  # type: ignore[no-any-return]
+    return column.in_(values)
 
 
-@cache
-def _in_limit(dialect: str) -> int | None:
-    """The values one IN (...) may bind: below the driver's limit on a statement's parameters
-    (SQLite: what this build of the library allows, 32,766 by default; psycopg: 65,535),
-    leaving room for the rest of the statement. Asked on first use, not at import."""
-    if dialect == "postgresql":
-        return 65_000
-    if dialect != "sqlite":
-        return None
-    connection = sqlite3.connect(":memory:")
-    try:
-        return int(connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)) - 500
-    except AttributeError:  # Python < 3.11: the documented defaults
-        return (32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999) - 500
-    finally:
-        connection.close()
-
-
-def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+def _range(column: Column, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
     if not isinstance(value, list | tuple):  # a set or a generator has no low and high end
         raise FieldError(
             f"'range' takes a (low, high) pair as a list or tuple, not {type(value).__name__}"
@@ -182,32 +146,40 @@ def _range(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElemen
     if pair[0] is None or pair[1] is None:
         raise FieldError("'range' bounds cannot be None")
     low, high = pair
-    bounds = _int_bounds(column, _dialect)
+    bounds = _int_bounds(column, dialect)
     low_side, high_side = _side(bounds, low), _side(bounds, high)
     if low_side == 1 or high_side == -1:
         return false()
     if low_side == -1:
-        return _compare("lte", "__le__")(column, high, _dialect)
+        return _compare("lte")(column, high, dialect)
     if high_side == 1:
-        return _compare("gte", "__ge__")(column, low, _dialect)
-    return column.between(low, high)  # type: ignore[no-any-return]
+        return _compare("gte")(column, low, dialect)
+    return column.between(low, high)
 
 
-def _isnull(column: Any, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
+def _isnull(column: Column, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
     if not isinstance(value, bool):
         raise FieldError(f"'isnull' takes True or False, not {value!r}")
-    return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
+    return column.is_(None) if value else column.is_not(None)
 
 
-def _compare(op: str, method: str) -> _Op:
-    def build(column: Any, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
+_COMPARISONS: Mapping[str, Callable[[Column, Any], ColumnElement[bool]]] = {
+    "gt": lambda column, value: column > value,
+    "gte": lambda column, value: column >= value,
+    "lt": lambda column, value: column < value,
+    "lte": lambda column, value: column <= value,
+}
+
+
+def _compare(op: str) -> _Op:
+    def build(column: Column, value: Any, dialect: Callable[[], str]) -> ColumnElement[bool]:
         if value is None:
             raise FieldError(f"'{op}' cannot compare with None; use isnull=True")
         beyond = _beyond(column, value, dialect)
         if beyond is not None:  # every value the column holds is on one side of `value`
             everything: ColumnElement[bool] = column.is_not(None)
             return everything if (beyond < 0) == (op in ("gt", "gte")) else false()
-        return getattr(column, method)(value)  # type: ignore[no-any-return]
+        return _COMPARISONS[op](column, value)
 
     return build
 
@@ -228,74 +200,14 @@ OPERATORS: Mapping[str, _Op] = {
     "endswith": _case_sensitive("endswith"),
     "iendswith": _case_insensitive("iendswith"),
     "in": _in,
-    "gt": _compare("gt", "__gt__"),
-    "gte": _compare("gte", "__ge__"),
-    "lt": _compare("lt", "__lt__"),
-    "lte": _compare("lte", "__le__"),
+    "gt": _compare("gt"),
+    "gte": _compare("gte"),
+    "lt": _compare("lt"),
+    "lte": _compare("lte"),
     "range": _range,
     "isnull": _isnull,
 }
 """The lookup operators by Django name (`exact` is used when a key names none)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Fields:
-    columns: frozenset[str]
-    relationships: Mapping[str, RelationshipProperty[Any]]
-    # Column name -> the Python type its values have (None when the type does not say).
-    # Cached: reading `Model.attr.type.python_type` costs microseconds on every lookup.
-    python_types: Mapping[str, type[Any] | None]
-    primary_key: tuple[str, ...]  # attribute names, in the mapper's primary key order
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.columns | self.relationships.keys())
-
-
-def _mapper(model: type[Any]) -> Mapper[Any]:
-    mapper = inspect(model, raiseerr=False)
-    if not isinstance(mapper, Mapper):
-        raise TypeError(f"{model!r} is not a mapped SQLAlchemy class")
-    return mapper
-
-
-_cache: WeakKeyDictionary[type[Any], _Fields] = WeakKeyDictionary()
-
-
-def _fields(model: type[Any]) -> _Fields:
-    fields = _cache.get(model)
-    if fields is None:
-        mapper = _mapper(model)
-        column_props = [p for p in mapper.attrs if isinstance(p, ColumnProperty)]
-        columns = frozenset(p.key for p in column_props)
-        relationships = {p.key: p for p in mapper.attrs if isinstance(p, RelationshipProperty)}
-        python_types = {p.key: _python_type(p.columns[0].type) for p in column_props}
-        primary_key = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
-        fields = _cache[model] = _Fields(columns, relationships, python_types, primary_key)
-    return fields
-
-
-def _python_type(type_: Any) -> type[Any] | None:
-    try:
-        python_type: type[Any] = type_.python_type
-    except NotImplementedError:
-        return None
-    return python_type
-
-
-def model_fields(model: type[Any]) -> list[str]:
-    """The attribute names of `model` that lookups and values may use, sorted."""
-    return _fields(model).names
-
-
-def check_fields(model: type[Any], names: Iterable[str]) -> None:
-    """Raise `FieldError` if any of `names` is not a mapped attribute of `model`."""
-    fields = _fields(model)
-    for name in names:
-        if name not in fields.columns and name not in fields.relationships:
-            raise FieldError(
-                f"{model.__name__} has no field {name!r}; valid fields: {', '.join(fields.names)}"
-            )
 
 
 def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
@@ -309,7 +221,7 @@ def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
     Raises:
         FieldError: a value is of the wrong type for its column, or a dict names no key column.
     """
-    fields = _fields(model)
+    fields = fields_of(model)
     if isinstance(pk, Mapping):
         values = dict(pk)
         check_fields(model, values)
@@ -327,15 +239,6 @@ def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
         if value is None or _beyond(getattr(model, name), value, dialect) is not None:
             can_match = False
     return can_match
-
-
-def check_columns(model: type[Any], names: Iterable[str]) -> None:
-    """Raise `FieldError` if any of `names` is not a column attribute of `model`."""
-    fields = _fields(model)
-    for name in names:
-        if name not in fields.columns:
-            valid = ", ".join(sorted(fields.columns))
-            raise FieldError(f"{model.__name__} has no column {name!r}; valid columns: {valid}")
 
 
 def build_conditions(
@@ -370,7 +273,7 @@ def _condition(
     path: list[RelationshipProperty[Any]] = []
     current = model
     for index, part in enumerate(parts):
-        fields = _fields(current)
+        fields = fields_of(current)
         rest = parts[index + 1 :]
         if part in fields.columns:
             op = _operator(key, current, rest)
@@ -389,8 +292,7 @@ def _condition(
             current = relationship.mapper.class_
             continue
         where = f" (in {current.__name__}, reached through {key!r})" if path else ""
-        valid = ", ".join(fields.names)
-        raise FieldError(f"{current.__name__} has no field {part!r}{where}; valid fields: {valid}")
+        raise unknown_field(current, part, why=where)
     raise FieldError(f"lookup {key!r} ends at a relationship; name a field of it")
 
 
@@ -410,12 +312,12 @@ def _operator(key: str, model: type[Any], rest: list[str]) -> str:
 def _relationship_condition(
     model: type[Any], name: str, rest: list[str], value: Any
 ) -> ColumnElement[bool]:
-    attribute = getattr(model, name)
+    attribute: InstrumentedAttribute[Any] = getattr(model, name)
     if rest and rest[0] == "isnull":
         if not isinstance(value, bool):
             raise FieldError(f"'isnull' takes True or False, not {value!r}")
         exists = attribute.has() if not attribute.property.uselist else attribute.any()
-        return ~exists if value else exists  # type: ignore[no-any-return]
+        return ~exists if value else exists
     if attribute.property.uselist:
         raise FieldError(f"{model.__name__}.{name} is a collection; filter on one of its fields")
     target = attribute.property.mapper.class_
@@ -424,14 +326,13 @@ def _relationship_condition(
             f"{model.__name__}.{name} takes a {target.__name__} object or None, not "
             f"{type(value).__name__}; to filter by key, use {name}__<field>=..."
         )
-    return attribute == value  # type: ignore[no-any-return]
+    return attribute == value
 
 
 _STRING_OPERATORS = frozenset(
     {"iexact", "contains", "icontains", "startswith", "istartswith", "endswith", "iendswith"}
 )
 _COLLECTIONS = (list, tuple, set, frozenset, dict, bytearray)
-_BIGINT = (-(2**63), 2**63 - 1)
 
 
 def _check_value(
@@ -476,7 +377,7 @@ def _fits(expected: type[Any] | None, value: Any) -> bool:
         return isinstance(value, bool)
     if expected is int:
         is_int = isinstance(value, int) and not isinstance(value, bool)
-        return is_int and _BIGINT[0] <= value <= _BIGINT[1]
+        return is_int and BIGINT_MIN <= value <= BIGINT_MAX
     if expected in (float, Decimal):
         return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
     if expected in (str, bytes, datetime, date, time, timedelta, UUID):

@@ -18,8 +18,10 @@ from sqlalchemy import (
 )
 
 from repositories._checks import check_positive_int
+from repositories._dialects import BIGINT_MAX, dialect_name
+from repositories._fields import check_columns, check_fields
 from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned
-from repositories.lookups import EmptyResult, build_conditions, check_columns, check_fields
+from repositories.lookups import EmptyResult, build_conditions
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 
 if TYPE_CHECKING:
@@ -30,9 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["Query"]
 
 ModelT = TypeVar("ModelT")
-
-# LIMIT and OFFSET are BIGINT in SQL: the largest row position a query can name.
-_LARGEST_ROW = 2**63 - 1
 
 
 class Query(Generic[ModelT]):
@@ -165,8 +164,8 @@ class Query(Generic[ModelT]):
         start = key.start or 0
         if start < 0 or (key.stop is not None and key.stop < 0):
             raise ValueError("negative slice bounds are not supported; order the other way")
-        if max(start, key.stop or 0) + self._offset > _LARGEST_ROW:
-            raise ValueError(f"slice bounds must stay within {_LARGEST_ROW:,} rows")
+        if max(start, key.stop or 0) + self._offset > BIGINT_MAX:
+            raise ValueError(f"slice bounds must stay within {BIGINT_MAX:,} rows")
         offset = self._offset + start
         limit = None if key.stop is None else max(0, key.stop - start)
         if self._limit is not None:
@@ -295,8 +294,8 @@ class Query(Generic[ModelT]):
         per_page = min(per_page, max_per_page)
         query = self if self._order else self._copy(order=_primary_key(self._model))
         start = (page - 1) * per_page
-        if start + per_page + 1 > _LARGEST_ROW:
-            raise ValueError(f"page {page} is too large: it would start past row {_LARGEST_ROW:,}")
+        if start + per_page + 1 > BIGINT_MAX:
+            raise ValueError(f"page {page} is too large: it would start past row {BIGINT_MAX:,}")
         rows = query[start : start + per_page + 1].all()  # one more row tells has_next
         total = query.count() if count else None
         return Page[Any](
@@ -341,11 +340,6 @@ class Query(Generic[ModelT]):
 
     def __repr__(self) -> str:
         return f"<Query of {self._model.__name__}: {self.statement()}>"
-
-
-def dialect_name(session: Session, model: type[Any]) -> str:
-    """The name of the database `model`'s rows live in: "sqlite", "postgresql"..."""
-    return session.get_bind(mapper=inspect(model)).dialect.name
 
 
 def _primary_key(model: type[Any]) -> tuple[Any, ...]:

@@ -9,13 +9,15 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from repositories import _bulk as bulk
-from repositories import _links as links
+from repositories._bulk import chunks, insert_rows, rows_of, unique_column
 from repositories._checks import check_positive_int
+from repositories._dialects import dialect_name, parameter_limit
+from repositories._fields import check_fields, mapper_of
 from repositories._integrity import is_unique_violation
+from repositories._links import detach, expire_collections, fill_foreign_keys
 from repositories.errors import DoesNotExist, MultipleObjectsReturned
-from repositories.lookups import check_fields, check_key
-from repositories.query import Query, dialect_name
+from repositories.lookups import check_key
+from repositories.query import Query
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ class Repository(Generic[ModelT]):
                 f"{type(self).__name__} does not know its model: subclass Repository[Model] "
                 "or pass the model, e.g. Repository(session, User)"
             )
-        check_fields(chosen, ())  # raises TypeError for a class that is not mapped
+        mapper_of(chosen)  # raises TypeError for a class that is not mapped
         self.session = session
         self.model: type[ModelT] = chosen
 
@@ -160,10 +162,10 @@ class Repository(Generic[ModelT]):
         Raises:
             FieldError: `field_name` is not a unique column of the model.
         """
-        column = bulk.unique_column(self.model, field_name)
+        column = unique_column(self.model, field_name)
         values = list(dict.fromkeys(ids))
         found: dict[Any, ModelT] = {}
-        for chunk in bulk.chunks(values, bulk.parameter_limit(self._dialect())):
+        for chunk in chunks(values, parameter_limit(self._dialect())):
             for obj in self.session.scalars(select(self.model).where(column.in_(chunk))):
                 found[getattr(obj, field_name)] = obj
         return found
@@ -231,16 +233,16 @@ class Repository(Generic[ModelT]):
                 object that has no key and is not in the session).
         """
         check_positive_int("batch_size", batch_size, optional=True)
-        rows, related = bulk.rows_of(self.model, items)
+        rows, related = rows_of(self.model, items)
         if not rows:
             return []
-        links.detach(self.session, related)
+        detach(self.session, related)
         self.session.flush()
-        links.fill_foreign_keys(related)
-        created = bulk.insert_rows(
+        fill_foreign_keys(related)
+        created = insert_rows(
             self.session, self.model, rows, batch_size, ignore_conflicts, return_objects
         )
-        links.expire_collections(self.session, related)
+        expire_collections(self.session, related)
         return created
 
     # -- race-safe get-or-create ---------------------------------------------------------------

@@ -16,16 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
+from repositories._dialects import aborts_transaction_on_error
 from uow.errors import UnitOfWorkError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 __all__ = ["aborted", "install"]
-
-# Databases on which a failed statement aborts the whole transaction until it is rolled back
-# (to a savepoint, or entirely). SQLite undoes only the failed statement.
-_ABORTING_DIALECTS = frozenset({"postgresql"})
 
 _FAILED = "uow_transaction_failed_by"
 
@@ -41,7 +38,7 @@ def install(engine: Engine) -> None:
 
     # The dialect object belongs to this engine alone (create_engine makes one per engine).
     dialect.do_rollback_to_savepoint = rollback_to_and_release
-    if dialect.name not in _ABORTING_DIALECTS:
+    if not aborts_transaction_on_error(dialect.name):
         return
     event.listen(engine, "handle_error", _remember_failure)
     event.listen(engine, "begin", _forget_failure)

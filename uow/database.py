@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.orm import sessionmaker
 
+from repositories._dialects import SQLITE_BUSY_TIMEOUT
 from uow import _fork, _sqlite, _transactions
 from uow._fork import ProcessLocal
 from uow._scoped import ScopedSession
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Database"]
 
 _ids = itertools.count(1)
-
-# Seconds a SQLite connection waits for another writer's lock before "database is locked".
-DEFAULT_SQLITE_TIMEOUT = 30.0
 
 
 class Database:
@@ -86,7 +84,7 @@ class Database:
         is_sqlite = self.url.get_backend_name() == "sqlite"
         if is_sqlite and self.url.get_driver_name() in ("pysqlite", ""):
             connect_args = dict(options.get("connect_args") or {})
-            connect_args.setdefault("timeout", DEFAULT_SQLITE_TIMEOUT)
+            connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
             options["connect_args"] = connect_args
         if not is_sqlite:
             # A pooled connection whose server restarted (or failed over, or whose backend was

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Integer, or_, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from repositories import DoesNotExist, FieldError, Repository
-from repositories.lookups import _in_limit as in_limit
+from repositories._dialects import parameter_limit
 from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
@@ -425,7 +425,7 @@ def test_in_takes_any_iterable_but_a_string_and_checks_every_value_it_yields(
 def test_in_with_more_values_than_one_statement_binds_raises_field_error_before_sql(
     db: Database, uow: AppUnitOfWork, backend: str
 ) -> None:
-    too_many = (in_limit(backend) or 0) + 1  # SQLite's comes from the library build
+    too_many = parameter_limit(backend) + 1  # SQLite's comes from the library build
     seed_people(uow)
     with uow:
         uow.users.count()
