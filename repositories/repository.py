@@ -220,7 +220,9 @@ class Repository(Generic[ModelT]):
         DO NOTHING`, PostgreSQL and SQLite) and are absent from the result. Objects come back
         with their primary keys where the database can return them (PostgreSQL, SQLite);
         elsewhere they are built from the given values.
-        Empty input runs no SQL.
+        Empty input runs no SQL. It is all or nothing: its statements run inside one
+        SAVEPOINT, so when a row fails, none of its rows stay (earlier batches included) and
+        the transaction remains usable.
 
         Building the objects costs more than the INSERT itself for large loads: with
         `return_objects=False` the rows go through SQLAlchemy Core's `executemany` (the fastest
