@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import event
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.engine import URL, Engine
 
 TransactionMode = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
 
@@ -27,10 +27,14 @@ def is_file_database(url: URL) -> bool:
     return database not in ("", ":memory:") and url.query.get("mode") != "memory"
 
 
-def configure(engine: Engine, transaction_mode: TransactionMode) -> None:
-    """Install the connect/begin hooks on a pysqlite engine."""
+def begin_statement(transaction_mode: TransactionMode) -> str:
+    """The statement that begins a transaction in `transaction_mode`."""
+    return "BEGIN" if transaction_mode == "DEFERRED" else f"BEGIN {transaction_mode}"
+
+
+def configure(engine: Engine) -> None:
+    """Install the connect hook on a pysqlite engine (`uow._begin` sends the BEGINs)."""
     wal = is_file_database(engine.url)
-    begin = "BEGIN" if transaction_mode == "DEFERRED" else f"BEGIN {transaction_mode}"
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -46,7 +50,3 @@ def configure(engine: Engine, transaction_mode: TransactionMode) -> None:
                 cursor.execute("PRAGMA journal_mode = WAL")
         finally:
             cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql(begin)

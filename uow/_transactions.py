@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
+from repositories._connection import has_written
 from repositories._dialects import aborts_transaction_on_error
 from uow.errors import UnitOfWorkError
 
@@ -49,8 +50,11 @@ def install(engine: Engine) -> None:
 
 def _remember_failure(context: ExceptionContext) -> None:
     connection = context.connection
-    # A lost connection is invalidated and its transaction gone: nothing left to protect.
+    # A lost connection is invalidated and its transaction gone: nothing left to protect. A
+    # read before lazy BEGIN ran outside any server transaction: nothing was aborted.
     if connection is None or context.is_disconnect or not connection.in_transaction():
+        return
+    if not has_written(connection):
         return
     connection.info.setdefault(_FAILED, context.sqlalchemy_exception or context.original_exception)
 

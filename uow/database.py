@@ -9,7 +9,7 @@ from sqlalchemy import MetaData, create_engine
 from sqlalchemy.orm import sessionmaker
 
 from repositories._dialects import SQLITE_BUSY_TIMEOUT
-from uow import _fork, _sqlite, _transactions
+from uow import _begin, _fork, _liveness, _sqlite, _transactions
 from uow._fork import ProcessLocal
 from uow._scoped import ScopedSession
 from uow._urls import resolve_url
@@ -43,9 +43,21 @@ class Database:
     default (`sqlite_transaction_mode`), so concurrent writers queue on the database lock instead
     of failing with "database is locked" when a read turns into a write. Every engine is made
     safe across `os.fork()`: a child process drops the inherited pool without closing the
-    parent's connections. Server databases (all but SQLite) test each pooled connection when it
-    is checked out (`pool_pre_ping`), so a unit of work after a server restart reconnects
-    instead of failing; `engine_options={"pool_pre_ping": False}` turns that off.
+    parent's connections.
+
+    Transactions begin lazily (`lazy_begin`, on by default for PostgreSQL with psycopg and for
+    SQLite): the statements of a transaction that has not written yet run without an open
+    server transaction, and BEGIN is sent just before its first write. A read-only block sends
+    only its SELECTs (no BEGIN, no COMMIT), and on SQLite never takes the write lock. Reads
+    then see committed data statement by statement, exactly as READ COMMITTED already does
+    inside a transaction. With an `isolation_level` of `"REPEATABLE READ"` or `"SERIALIZABLE"`
+    in `engine_options` (reads must share one snapshot), or `lazy_begin=False`, BEGIN is eager.
+
+    Server databases (all but SQLite) replace a pooled connection that its server ended (a
+    restart, a failover, a killed backend) when it is checked out, so the unit of work after a
+    restart succeeds. They ping only a connection whose socket shows the server said something,
+    so a healthy checkout costs no round trip; `engine_options={"pool_pre_ping": True}` pings
+    at every checkout instead, and `{"pool_pre_ping": False}` checks nothing.
 
     Args:
         url: a SQLAlchemy URL, e.g. `"sqlite:///app.db"` or `"postgresql+psycopg://..."`. A
@@ -55,6 +67,9 @@ class Database:
         session_options: keyword arguments for the `sessionmaker` (copied, never mutated).
         sqlite_transaction_mode: how SQLite transactions begin: `"IMMEDIATE"` (the default:
             take the write lock at BEGIN), `"DEFERRED"` (SQLite's own default) or `"EXCLUSIVE"`.
+        lazy_begin: begin each transaction at its first write (the default) rather than at its
+            first statement. Ignored (eager) where it would change what reads see: at
+            REPEATABLE READ or SERIALIZABLE, and for drivers other than psycopg and pysqlite.
 
     Raises:
         ImportError: the URL's driver is not installed; the message says what to
@@ -77,23 +92,37 @@ class Database:
         session_options: Mapping[str, Any] | None = None,
         *,
         sqlite_transaction_mode: TransactionMode = "IMMEDIATE",
+        lazy_begin: bool = True,
     ) -> None:
         options = dict(engine_options or {})
         # A caller who hands create_engine a DBAPI module of their own needs no installed driver.
         self.url: URL = resolve_url(url, check_driver="module" not in options)
+        self.lazy_begin: bool = lazy_begin and _begin.supports_lazy_begin(self.url, options)
         is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.lazy_begin and not is_sqlite:
+            # The driver stays out of transactions; uow._begin sends BEGIN at the first write.
+            # (pysqlite is told the same on connect, by uow._sqlite, in either mode.)
+            options["isolation_level"] = "AUTOCOMMIT"
         if is_sqlite and self.url.get_driver_name() in ("pysqlite", ""):
             connect_args = dict(options.get("connect_args") or {})
             connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
             options["connect_args"] = connect_args
-        if not is_sqlite:
-            # A pooled connection whose server restarted (or failed over, or whose backend was
-            # killed) is dead, and the pool cannot know until it is used: without a ping the
-            # first unit of work after a restart fails. SQLite has no server to lose.
-            options.setdefault("pool_pre_ping", True)
         self.engine: Engine = create_engine(self.url, **options)
-        if is_sqlite:
-            _sqlite.configure(self.engine, sqlite_transaction_mode)
+        if not is_sqlite and "pool_pre_ping" not in options:
+            # Replaces a connection its server ended (restart, failover, killed backend) at
+            # checkout, pinging only when its socket shows the server said something: the
+            # first unit of work after a restart succeeds, and the others pay no round trip.
+            # `pool_pre_ping=True` pings at every checkout instead; False checks nothing.
+            # SQLite has no server to lose.
+            _liveness.install(self.engine)
+        sqlite_pysqlite = is_sqlite and self.url.get_driver_name() in ("pysqlite", "")
+        if sqlite_pysqlite:
+            _sqlite.configure(self.engine)
+        begin = _sqlite.begin_statement(sqlite_transaction_mode) if is_sqlite else "BEGIN"
+        if self.lazy_begin:
+            _begin.install(self.engine, begin)
+        elif sqlite_pysqlite:
+            _begin.install_eager(self.engine, begin)
         _transactions.install(self.engine)
         _fork.make_fork_safe(self.engine)
 

@@ -115,14 +115,17 @@ class DatabaseSettings(BaseSettings):
         max_overflow: connections allowed beyond `pool_size` (`DATABASE_MAX_OVERFLOW`).
         pool_timeout: seconds to wait for a free connection (`DATABASE_POOL_TIMEOUT`).
         pool_recycle: seconds after which a connection is replaced (`DATABASE_POOL_RECYCLE`).
-        pool_pre_ping: test each connection when it is checked out of the pool
-            (`DATABASE_POOL_PRE_PING`). Unset, [`Database`][uow.Database] decides: on for
-            server databases, off for SQLite.
+        pool_pre_ping: ping each connection when it is checked out of the pool
+            (`DATABASE_POOL_PRE_PING`). Unset, [`Database`][uow.Database] decides: server
+            databases replace a connection their server ended, pinging only when its socket
+            shows activity; `false` checks nothing.
         expire_on_commit: expire objects at commit, as SQLAlchemy does by default
             (`DATABASE_EXPIRE_ON_COMMIT`); off by default so objects stay readable after
             `with uow:`.
         sqlite_transaction_mode: how SQLite transactions begin
             (`DATABASE_SQLITE_TRANSACTION_MODE`); see [`Database`][uow.Database].
+        lazy_begin: begin each transaction at its first write, not its first statement
+            (`DATABASE_LAZY_BEGIN`, on by default); see [`Database`][uow.Database].
 
     Raises:
         SettingsError: a value is invalid; the message names the environment variable.
@@ -161,6 +164,7 @@ class DatabaseSettings(BaseSettings):
     pool_pre_ping: bool | None = None
     expire_on_commit: bool = False
     sqlite_transaction_mode: Literal["IMMEDIATE", "DEFERRED", "EXCLUSIVE"] = "IMMEDIATE"
+    lazy_begin: bool = True
 
     def __init__(self, **values: Any) -> None:
         known = set(type(self).model_fields) | _source_arguments()
@@ -223,7 +227,7 @@ class DatabaseSettings(BaseSettings):
         """Keyword arguments for `sqlalchemy.create_engine`: `echo` and the pool options set.
 
         An option left unset is left out, and the library's default applies (for
-        `pool_pre_ping`: on for server databases, off for SQLite).
+        `pool_pre_ping`: see [`Database`][uow.Database]).
         """
         options: dict[str, Any] = {"echo": self.echo}
         for name in _POOL_OPTIONS:
@@ -243,6 +247,7 @@ class DatabaseSettings(BaseSettings):
             engine_options=self.engine_options(),
             session_options=self.session_options(),
             sqlite_transaction_mode=self.sqlite_transaction_mode,
+            lazy_begin=self.lazy_begin,
         )
 
 

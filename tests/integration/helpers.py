@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from tests.models import AppUnitOfWork, User
-from uow import Database
+from uow import Database, _liveness
 
 # What the tests that check "the outer transaction stays usable" commit around the failure.
 BEFORE_AND_AFTER = {"before@example.com": ("Before", None), "after@example.com": ("After", None)}
@@ -36,3 +36,10 @@ def committed_emails(db: Database) -> set[str]:
 def add_user(uow: AppUnitOfWork, email: str) -> User:
     """Create a user named after the local part of `email`."""
     return uow.users.create(email=email, name=email.split("@")[0])
+
+
+def checkout_check(db: Database) -> str:
+    """What the pool does at checkout: look at the socket, ping every time, or nothing."""
+    if db.engine.pool._pre_ping:  # type: ignore[attr-defined]
+        return "ping"
+    return "socket" if _liveness.installed(db.engine) else "nothing"

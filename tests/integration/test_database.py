@@ -7,8 +7,6 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,9 @@ import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import URL, make_url
 
+from tests.integration.helpers import checkout_check
 from tests.models import AppUnitOfWork, Base, User
+from tests.server_log import sqlite_statements
 from uow import Database, Session, UowError
 
 
@@ -124,22 +124,10 @@ def test_sqlite_transactions_begin_immediate_by_default_and_can_be_deferred(
     immediate = Database(f"sqlite:///{tmp_path / 'immediate.db'}")
     deferred = Database(f"sqlite:///{tmp_path / 'deferred.db'}", sqlite_transaction_mode="DEFERRED")
     for db, expected in [(immediate, "BEGIN IMMEDIATE"), (deferred, "BEGIN")]:
-        with count_begins(db) as sent, db.Session() as session, session.begin():
-            session.execute(text("SELECT 1"))
-        assert sent[0] == expected
+        with sqlite_statements(db) as sent, db.Session() as session, session.begin():
+            session.execute(text("CREATE TABLE t (x INTEGER)"))  # a write: BEGIN goes first
+        assert sent[:3] == [expected, "CREATE TABLE t (x INTEGER)", "COMMIT"]
         db.dispose()
-
-
-@contextmanager
-def count_begins(db: Database) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    yield sent
-    event.remove(db.engine, "before_cursor_execute", record)
 
 
 # -- fork safety ---------------------------------------------------------------------------------
@@ -246,15 +234,16 @@ def test_a_url_whose_driver_is_missing_raises_an_import_error_naming_what_to_ins
 @pytest.mark.parametrize(
     ("url", "options", "expected"),
     [
-        ("postgresql+psycopg://app@db.example.com/app", {}, True),
-        ("postgresql+psycopg://app@db.example.com/app", {"pool_pre_ping": False}, False),
-        ("sqlite:///app.db", {}, False),
-        ("sqlite:///app.db", {"pool_pre_ping": True}, True),
+        ("postgresql+psycopg://app@db.example.com/app", {}, "socket"),
+        ("postgresql+psycopg://app@db.example.com/app", {"pool_pre_ping": True}, "ping"),
+        ("postgresql+psycopg://app@db.example.com/app", {"pool_pre_ping": False}, "nothing"),
+        ("sqlite:///app.db", {}, "nothing"),
+        ("sqlite:///app.db", {"pool_pre_ping": True}, "ping"),
     ],
 )
-def test_pool_pre_ping_is_on_for_server_databases_unless_turned_off(
-    url: str, options: dict[str, Any], expected: bool
+def test_server_databases_check_connections_at_checkout_unless_told_otherwise(
+    url: str, options: dict[str, Any], expected: str
 ) -> None:
     db = Database(url, engine_options=options)  # opens no connection
-    assert db.engine.pool._pre_ping is expected
+    assert checkout_check(db) == expected
     db.dispose()

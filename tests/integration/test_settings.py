@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import QueuePool
 
+from tests.integration.helpers import checkout_check
 from tests.models import AppUnitOfWork, Base, User
+from tests.server_log import sqlite_statements
 from uow import Database, UowError
 from uow.settings import DEFAULT_DATABASE_URL, DatabaseSettings, SettingsError
 
@@ -31,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "pool_pre_ping": None,
     "expire_on_commit": False,
     "sqlite_transaction_mode": "IMMEDIATE",
+    "lazy_begin": True,
 }
 
 # Bad URLs that carry a password. Each is checked to be rejected by make_url itself.
@@ -102,6 +105,7 @@ def test_with_no_variables_the_url_is_the_sqlite_file_app_db() -> None:
         ("pool_pre_ping", "false", False),
         ("expire_on_commit", "1", True),
         ("sqlite_transaction_mode", "EXCLUSIVE", "EXCLUSIVE"),
+        ("lazy_begin", "false", False),
     ],
 )
 def test_each_field_is_read_from_its_database_variable_and_nothing_else_changes(
@@ -216,14 +220,9 @@ def test_echo_and_the_sqlite_transaction_mode_from_the_environment_reach_the_eng
     monkeypatch.setenv("DATABASE_SQLITE_TRANSACTION_MODE", "EXCLUSIVE")
     with created(DatabaseSettings()) as db:
         assert db.engine.echo is True
-        sent: list[str] = []
-
-        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            sent.append(statement)
-
-        event.listen(db.engine, "before_cursor_execute", record)
-        with db.Session() as session, session.begin():
-            session.scalars(select(User.id)).all()
+        db.dispose()  # a new connection, which sqlite_statements traces
+        with sqlite_statements(db) as sent, db.Session() as session, session.begin():
+            session.add(User(email="ada@example.com", name="Ada"))
         assert sent[0] == "BEGIN EXCLUSIVE"
 
 
@@ -441,18 +440,19 @@ def test_the_url_shows_its_password_masked_and_still_compares_equal_to_its_text(
 @pytest.mark.parametrize(
     ("value", "url", "expected"),
     [
-        (None, "postgresql+psycopg://app@db.example.com/app", True),
-        (None, "sqlite:///app.db", False),
-        ("false", "postgresql+psycopg://app@db.example.com/app", False),
-        ("true", "sqlite:///app.db", True),
+        (None, "postgresql+psycopg://app@db.example.com/app", "socket"),
+        (None, "sqlite:///app.db", "nothing"),
+        ("false", "postgresql+psycopg://app@db.example.com/app", "nothing"),
+        ("true", "postgresql+psycopg://app@db.example.com/app", "ping"),
+        ("true", "sqlite:///app.db", "ping"),
     ],
 )
-def test_pool_pre_ping_is_on_for_server_databases_unless_the_variable_turns_it_off(
-    monkeypatch: pytest.MonkeyPatch, value: str | None, url: str, expected: bool
+def test_server_databases_check_connections_at_checkout_unless_the_variable_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, url: str, expected: str
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", url)
     if value is not None:
         monkeypatch.setenv("DATABASE_POOL_PRE_PING", value)
     db = DatabaseSettings().create_database()  # opens no connection
-    assert db.engine.pool._pre_ping is expected
+    assert checkout_check(db) == expected
     db.dispose()

@@ -1,0 +1,60 @@
+"""Dead pooled connections found at checkout, without a round trip per checkout.
+
+A pooled connection whose server restarted (or failed over, or whose backend was killed) is
+dead, and the pool cannot know until it is used: the first unit of work after a restart would
+fail. SQLAlchemy's `pool_pre_ping` asks the server at every checkout, which costs a round trip
+per unit of work, as much as the one statement of a read-only block. But a server that ends a
+session says so on the socket: it sends an error and closes it, so an idle connection's socket
+becomes readable. We look (a zero-timeout poll, no I/O) and ping only then; a connection that
+fails its ping is replaced before anything runs on it.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import TYPE_CHECKING, Any
+from weakref import WeakSet
+
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["install", "installed"]
+
+_engines: WeakSet[Engine] = WeakSet()
+
+
+def installed(engine: Engine) -> bool:
+    """Whether `engine`'s pool checks connections' sockets at checkout."""
+    return engine in _engines
+
+
+def install(engine: Engine) -> None:
+    """Check each connection's socket at checkout; ping and replace it when it looks dead."""
+    dialect = engine.dialect
+    _engines.add(engine)
+
+    def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if not _socket_has_news(dbapi_connection):
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError("the connection failed its ping at checkout") from error
+        if not alive:
+            raise DisconnectionError("the connection failed its ping at checkout")
+
+    event.listen(engine.pool, "checkout", on_checkout)
+
+
+def _socket_has_news(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket is readable, closed, or cannot be asked."""
+    try:
+        fileno = int(dbapi_connection.fileno())
+    except Exception:
+        return True  # closed or broken: let the ping decide
+    poller = select.poll()  # not select(): file descriptors may be above 1024
+    poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
