@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Index, PrimaryKeyConstraint, UniqueConstra
 from sqlalchemy import insert as generic_insert
 from sqlalchemy.dialects import postgresql, sqlite
 
+from repositories._connection import protected_write
 from repositories._fields import check_columns, fields_of
 from repositories._links import Link, links_of
 from repositories.errors import FieldError
@@ -131,24 +132,26 @@ def insert_rows(
 ) -> list[T]:
     """INSERT `rows` as multi-row statements; the new objects in input order (or none).
 
-    All or nothing: every batch runs inside one SAVEPOINT, so a failing batch takes the ones
-    before it back out, and the caller's transaction stays usable (on PostgreSQL a failed
-    statement would otherwise abort all of it). The session must have been flushed.
+    All or nothing: a failing batch takes the ones before it back out, and the caller's
+    transaction stays usable (on PostgreSQL a failed statement would otherwise abort all of
+    it): the batches run inside one SAVEPOINT, or, when they are the transaction's first write,
+    inside the transaction lazy BEGIN opens for them (see `protected_write`). The session must
+    have been flushed.
     """
     bind = session.get_bind(mapper=inspect(model))
     statement = _insert_statement(model, bind.dialect.name, ignore_conflicts)
     created: list[T] = []
     try:
-        with session.begin_nested():
+        with protected_write(session, model):
             if not return_objects:
                 _execute_many(session, model, statement, rows, batch_size)
             else:
                 for objects in _insert_batches(session, model, statement, rows, batch_size):
                     created.extend(objects)
     except BaseException:
-        # Rolling back to a savepoint leaves the objects the earlier batches loaded in the
-        # identity map, standing for rows that no longer exist; SQLite would even hand their
-        # keys to the next rows inserted, and the session would mistake those for them.
+        # Rolling back leaves the objects the earlier batches loaded in the identity map,
+        # standing for rows that no longer exist; SQLite would even hand their keys to the
+        # next rows inserted, and the session would mistake those for them.
         for obj in created:
             if obj in session:
                 session.expunge(obj)

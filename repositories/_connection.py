@@ -7,17 +7,25 @@ first write there is no earlier work a SAVEPOINT would have to protect.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import inspect
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from collections.abc import Iterator
 
-__all__ = ["BEGUN", "LAZY", "has_written"]
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+__all__ = ["BEGUN", "FAILED", "LAZY", "has_written", "protected_write"]
 
 # connection.info keys. LAZY: the engine begins server transactions lazily. BEGUN: the current
 # transaction has begun on the server (its first write has been sent, or is being sent).
+# FAILED: the error that aborted the current server transaction (see uow._transactions).
 LAZY = "uow_lazy_begin"
 BEGUN = "uow_begun_on_server"
+FAILED = "uow_transaction_failed_by"
 
 
 def has_written(connection: Connection) -> bool:
@@ -25,3 +33,34 @@ def has_written(connection: Connection) -> bool:
     begun on the server yet (an engine without lazy BEGIN cannot tell, so it says True)."""
     info = connection.info
     return not info.get(LAZY, False) or bool(info.get(BEGUN, False))
+
+
+@contextmanager
+def protected_write(session: Session, model: type[Any]) -> Iterator[None]:
+    """Run a write whose failure must leave the transaction as it was, and usable.
+
+    After earlier writes, that takes a SAVEPOINT. When this is the transaction's first write
+    (lazy BEGIN has not begun it on the server yet) there is nothing earlier to protect, so no
+    SAVEPOINT is sent: on failure the server transaction just begun for it is rolled back, and
+    the block goes on as if the write had never been tried. The session must have been flushed.
+    """
+    connection = session.connection(bind_arguments={"mapper": inspect(model)})
+    if has_written(connection):
+        with session.begin_nested():
+            yield
+        return
+    try:
+        yield
+    except BaseException:
+        _roll_back_first_write(connection)
+        raise
+
+
+def _roll_back_first_write(connection: Connection) -> None:
+    info = connection.info
+    if connection.invalidated or not info.pop(BEGUN, False):
+        return  # the connection is gone, or the write never reached the server
+    info.pop(FAILED, None)
+    # The driver is in autocommit mode and SQLAlchemy's transaction is only bookkeeping
+    # there: ending the server's transaction is the driver's rollback(), nothing more.
+    connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]

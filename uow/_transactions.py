@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
-from repositories._connection import has_written
+from repositories._connection import FAILED, has_written
 from repositories._dialects import aborts_transaction_on_error
 from uow.errors import UnitOfWorkError
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 __all__ = ["aborted", "install"]
-
-_FAILED = "uow_transaction_failed_by"
 
 
 def install(engine: Engine) -> None:
@@ -56,14 +54,14 @@ def _remember_failure(context: ExceptionContext) -> None:
         return
     if not has_written(connection):
         return
-    connection.info.setdefault(_FAILED, context.sqlalchemy_exception or context.original_exception)
+    connection.info.setdefault(FAILED, context.sqlalchemy_exception or context.original_exception)
 
 
 def _forget_failure(connection: Connection) -> None:
     # At BEGIN too: the pool may have rolled the connection back itself, without this event.
     # An invalidated connection has no info to read (and gets a fresh one when it reconnects).
     if not connection.invalidated:
-        connection.info.pop(_FAILED, None)
+        connection.info.pop(FAILED, None)
 
 
 def _forget_failure_in_savepoint(connection: Connection, _name: str, _context: object) -> None:
@@ -73,7 +71,7 @@ def _forget_failure_in_savepoint(connection: Connection, _name: str, _context: o
 
 
 def _refuse_aborted_commit(connection: Connection) -> None:
-    error = None if connection.invalidated else connection.info.get(_FAILED)
+    error = None if connection.invalidated else connection.info.get(FAILED)
     if error is None:
         return
     raise aborted(error) from error

@@ -64,12 +64,12 @@ def test_a_bulk_create_failing_in_a_later_batch_leaves_none_of_its_rows_and_the_
     assert stored(db) == BEFORE_AND_AFTER
 
 
-def test_a_bulk_create_sends_one_savepoint_around_all_its_batches(
+def test_a_bulk_create_after_earlier_writes_sends_one_savepoint_around_all_its_batches(
     db: Database, uow: AppUnitOfWork
 ) -> None:
     rows = [{"email": f"u{i}@example.com", "name": "N"} for i in range(10)]
     with uow:
-        uow.users.count()
+        uow.users.create(email="before@example.com", name="Before")  # work to protect
         with count_statements(db.engine) as log:
             created = uow.users.bulk_create(rows, batch_size=3)
         assert [u.email for u in created] == [row["email"] for row in rows]
@@ -79,24 +79,42 @@ def test_a_bulk_create_sends_one_savepoint_around_all_its_batches(
     inserts = log.matching("INSERT")
     assert len(inserts) >= 4
     assert len(log.statements) == len(inserts) + 2
+    assert len(stored(db)) == 11
+
+
+def test_a_bulk_create_that_is_the_first_write_needs_no_savepoint(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    # Lazy BEGIN: nothing was written before it, so there is nothing a savepoint would protect.
+    rows = [{"email": f"u{i}@example.com", "name": "N"} for i in range(10)]
+    with uow:
+        uow.users.count()
+        with count_statements(db.engine) as log:
+            uow.users.bulk_create(rows, batch_size=3)
+    assert log.matching("SAVEPOINT") == []
+    assert len(log.statements) == len(log.matching("INSERT"))
     assert len(stored(db)) == 10
 
 
-def test_a_failed_bulk_create_rolls_back_to_its_savepoint_and_releases_it(
-    db: Database, uow: AppUnitOfWork
+@pytest.mark.parametrize("earlier_write", [True, False], ids=["after a write", "first write"])
+def test_a_failed_bulk_create_leaves_the_block_as_it_was_and_usable(
+    db: Database, uow: AppUnitOfWork, earlier_write: bool
 ) -> None:
     rows = [{"email": f"u{i}@example.com", "name": "N"} for i in range(200)]
     rows[150] = {"email": "u0@example.com", "name": "Twin"}
     with uow:
-        uow.users.count()
+        if earlier_write:
+            uow.users.create(email="before@example.com", name="Before")
         with count_statements(db.engine) as log, pytest.raises(IntegrityError):
             uow.users.bulk_create(rows, batch_size=BATCH_SIZE, return_objects=False)
-    assert [s.split()[0] for s in log.statements if not s.startswith("INSERT")] == [
-        "SAVEPOINT",
-        "ROLLBACK",
-        "RELEASE",
-    ]
-    assert stored(db) == {}
+        uow.users.create(email="after@example.com", name="After")
+    # After earlier writes the savepoint is rolled back and released; as the first write,
+    # the transaction begun for it is rolled back, with no savepoint at all.
+    expected = ["SAVEPOINT", "ROLLBACK", "RELEASE"] if earlier_write else []
+    assert [s.split()[0] for s in log.statements if not s.startswith("INSERT")] == expected
+    assert set(stored(db)) == ({"before@example.com"} if earlier_write else set()) | {
+        "after@example.com"
+    }
 
 
 # -- in_bulk: unique on its own, unconditionally -----------------------------------------------
