@@ -24,6 +24,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT",
     "aborts_transaction_on_error",
     "dialect_name",
+    "has_on_conflict",
     "int_bounds",
     "parameter_limit",
 ]
@@ -65,6 +66,13 @@ def parameter_limit(dialect: str) -> int:
         finally:
             connection.close()
     return 999 - _STATEMENT_ROOM  # the lowest limit in common use (old SQLite, some drivers)
+
+
+def has_on_conflict(dialect: str) -> bool:
+    """Whether `INSERT ... ON CONFLICT DO NOTHING RETURNING` works (PostgreSQL; SQLite 3.35+)."""
+    if dialect == "sqlite":
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return dialect == "postgresql"
 
 
 def aborts_transaction_on_error(dialect: str) -> bool:

@@ -11,9 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from repositories._bulk import chunks, insert_rows, rows_of, unique_column
 from repositories._checks import check_positive_int
-from repositories._dialects import dialect_name, parameter_limit
+from repositories._connection import protected_write
+from repositories._dialects import dialect_name, has_on_conflict, parameter_limit
 from repositories._fields import check_fields, mapper_of
-from repositories._integrity import is_unique_violation
+from repositories._integrity import conflict_error, is_unique_violation
 from repositories._links import detach, expire_collections, fill_foreign_keys
 from repositories.errors import DoesNotExist, MultipleObjectsReturned
 from repositories.lookups import check_key
@@ -252,10 +253,18 @@ class Repository(Generic[ModelT]):
     def first_or_create(self, defaults: Values | None = None, **attrs: Any) -> ModelT:
         """The first object with these attributes, or a new one made of `attrs` and `defaults`.
 
-        A hit is one SELECT. A miss INSERTs inside a SAVEPOINT; if a concurrent transaction
-        inserted the same unique values first, the savepoint (and only it) is rolled back and
-        the winner's row is read and returned. Any other integrity error propagates with the
-        outer transaction still usable. Race-safe on PostgreSQL at READ COMMITTED, and on SQLite.
+        A hit is one SELECT. A miss sends `INSERT ... ON CONFLICT DO NOTHING RETURNING`
+        (PostgreSQL, SQLite): if a concurrent transaction inserted the same unique values
+        first, the INSERT returns no row instead of failing, and the winner's row is read and
+        returned. Any other integrity error (NOT NULL, foreign key) propagates with the block
+        still usable: a SAVEPOINT shields the block's earlier writes, and when the INSERT is
+        the block's first write (lazy BEGIN) there is nothing to shield and no SAVEPOINT is
+        sent. Other databases insert in a SAVEPOINT and catch the unique violation.
+        Race-safe on PostgreSQL at READ COMMITTED, and on SQLite.
+
+        The row is built as an object (its `__init__` and validators run; related objects set
+        through `attrs` give it their keys) and inserted by a statement, as `bulk_create` does:
+        mapper `before_insert`/`after_insert` events do not run for it.
 
         The new row is `attrs` over `defaults`: `attrs` win, so the row created is the row
         looked for. A callable in `defaults` is called, once, only when the row is created.
@@ -278,8 +287,8 @@ class Repository(Generic[ModelT]):
     def create_or_first(self, defaults: Values | None = None, **attrs: Any) -> ModelT:
         """Insert a new object first; on a unique violation return the existing one.
 
-        Cheaper than `first_or_create` when a miss is the common case. The INSERT runs inside
-        a SAVEPOINT, so a conflict never rolls back the caller's other work. Same values
+        Cheaper than `first_or_create` when a miss is the common case; a conflict is not an
+        error (`ON CONFLICT DO NOTHING`) and never rolls back the caller's other work. Same values
         (`attrs` win over `defaults`; callables in `defaults` are called once, for the INSERT)
         and errors as `first_or_create`.
         """
@@ -329,8 +338,9 @@ class Repository(Generic[ModelT]):
         found, sets `defaults` on it; if not, creates it from the plain lookups with
         `create_defaults` (or `defaults` when `create_defaults` is None) over them, race-safely
         as `get_or_create` does. As in Django, the defaults win over the lookups, and callables
-        in them are called once, only for the values used. All of it runs in a SAVEPOINT: a
-        failure rolls back only this call.
+        in them are called once, only for the values used. A failure rolls back only this call:
+        all of it runs in a SAVEPOINT after earlier writes of the block; as the block's first
+        write, it needs none (see lazy BEGIN in [`Database`][uow.Database]).
 
         Raises:
             FieldError: a key is not a mapped attribute (before any SQL).
@@ -351,7 +361,7 @@ class Repository(Generic[ModelT]):
             return rows[0] if rows else None
 
         self.session.flush()
-        with self.session.begin_nested():
+        with protected_write(self.session, self.model):
             obj = find()
             created = False
             if obj is None:
@@ -363,6 +373,29 @@ class Repository(Generic[ModelT]):
         return obj, created
 
     def _insert_or_find(
+        self, values: Callable[[], dict[str, Any]], find: Callable[[], ModelT | None]
+    ) -> tuple[ModelT, bool]:
+        """Insert the row, or, when a concurrent transaction inserted it first, read it.
+
+        `INSERT ... ON CONFLICT DO NOTHING RETURNING` (bulk_create's path, one row): a conflict
+        returns no row instead of an error, so nothing aborts and no SAVEPOINT is needed for
+        it; one protects earlier writes of the block from the other errors (NOT NULL, foreign
+        key) only when there are any. Other databases insert in a SAVEPOINT and catch the
+        unique violation.
+        """
+        if not has_on_conflict(self._dialect()):
+            return self._insert_in_savepoint_or_find(values, find)
+        # Built as an object first: its __init__ and validators run, and related objects set
+        # on it (author=ada) give the row its foreign keys, as a flush would.
+        created = self.bulk_create([self.model(**values())], ignore_conflicts=True)
+        if created:
+            return created[0], True
+        existing = find()
+        if existing is None:
+            raise conflict_error(self.model)
+        return existing, False
+
+    def _insert_in_savepoint_or_find(
         self, values: Callable[[], dict[str, Any]], find: Callable[[], ModelT | None]
     ) -> tuple[ModelT, bool]:
         session = self.session

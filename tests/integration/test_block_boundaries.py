@@ -118,13 +118,13 @@ def test_a_rolled_back_savepoint_no_longer_exists_on_the_server(
     assert committed_emails(db) == {"after@example.com"}
 
 
-def test_a_get_or_create_conflict_releases_its_savepoint(db: Database, uow: AppUnitOfWork) -> None:
+def test_a_failed_get_or_create_insert_releases_its_savepoint(
+    db: Database, uow: AppUnitOfWork
+) -> None:
     with uow:
-        add_user(uow, "ada@example.com")
-    with uow:
-        add_user(uow, "bob@example.com")  # earlier work the savepoint protects
-        with count_statements(db.engine) as log:
-            uow.users.create_or_first(email="ada@example.com", defaults={"name": "A"})
+        bob = add_user(uow, "bob@example.com")  # earlier work the savepoint protects
+        with count_statements(db.engine) as log, pytest.raises(IntegrityError):
+            uow.posts.create_or_first(title="Orphan", author_id=bob.id + 1000)  # foreign key
     kinds = [_savepoint_kind(s) for s in log.statements if "SAVEPOINT" in s.upper()]
     assert kinds == ["SAVEPOINT", "ROLLBACK TO", "RELEASE"]
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from repositories._integrity import is_unique_violation
 from tests.integration.helpers import BEFORE_AND_AFTER, seed, stored
 from tests.models import AppUnitOfWork, Post, User
 from uow import Database
@@ -72,8 +73,11 @@ def test_create_or_first_returns_the_existing_row_without_rolling_back_other_wor
         assert found.id == ada.id
         assert found.name == "Ada"
         uow.users.create(email="after@example.com", name="After")
+    # INSERT ... ON CONFLICT DO NOTHING: the conflict is no error, so nothing is rolled back;
+    # the savepoint only shields the earlier work from other errors (NOT NULL, foreign key).
+    assert "ON CONFLICT DO NOTHING" in log.matching("INSERT")[0]
     assert log.matching("SAVEPOINT")
-    assert log.matching("ROLLBACK TO SAVEPOINT")
+    assert not log.matching("ROLLBACK")
     assert stored(db) == {"ada@example.com": ("Ada", 36), **BEFORE_AND_AFTER}
 
 
@@ -124,7 +128,7 @@ def test_first_or_create_returns_the_row_a_concurrent_transaction_inserted_first
             event.remove(db.engine, "before_cursor_execute", insert_the_winner_first)
         assert user.name == "Winner"
     assert fired
-    assert log.matching("ROLLBACK TO SAVEPOINT")
+    assert not log.matching("ROLLBACK")  # ON CONFLICT DO NOTHING: the conflict aborted nothing
     assert stored(db) == {
         "before@example.com": ("Before", None),
         "race@example.com": ("Winner", None),
@@ -189,3 +193,32 @@ def test_get_or_create_creates_from_the_plain_keys_and_defaults_only(
         assert found is False
     assert (ada.email, ada.name, ada.age) == ("ada@example.com", "Ada", None)
     assert stored(db) == {"ADA@example.com": ("Other", 1), "ada@example.com": ("Ada", None)}
+
+
+@pytest.mark.parametrize("earlier_write", [True, False], ids=["after a write", "first write"])
+def test_a_not_null_error_leaves_the_block_usable_whether_or_not_it_wrote_before(
+    db: Database, uow: AppUnitOfWork, earlier_write: bool
+) -> None:
+    with uow:
+        uow.users.count()
+        if earlier_write:
+            uow.users.create(email="before@example.com", name="Before")
+        with pytest.raises(IntegrityError):
+            uow.users.first_or_create(email="nameless@example.com")  # name is NOT NULL
+        uow.users.create(email="after@example.com", name="After")
+    expected = {**BEFORE_AND_AFTER} if earlier_write else {"after@example.com": ("After", None)}
+    assert stored(db) == expected
+
+
+def test_a_conflict_on_another_unique_field_raises_integrity_error_and_the_block_goes_on(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    seed(uow, ("ada@example.com", "Ada", 36))
+    with uow:
+        uow.users.create(email="before@example.com", name="Before")
+        # No user is named "Grace", but the row to create takes Ada's e-mail.
+        with pytest.raises(IntegrityError) as caught:
+            uow.users.get_or_create(name="Grace", defaults={"email": "ada@example.com"})
+        assert is_unique_violation(caught.value)
+        uow.users.create(email="after@example.com", name="After")
+    assert stored(db) == {"ada@example.com": ("Ada", 36), **BEFORE_AND_AFTER}

@@ -1,4 +1,4 @@
-"""Race safety of first_or_create / create_or_first with real concurrent callers.
+"""Race safety of the get-or-create family with real concurrent callers.
 
 PostgreSQL: 8 processes, each calling the method for the same 150 keys in a rotated order, all
 released together by a barrier, each call its own unit of work. SQLite: the same with threads
@@ -20,7 +20,7 @@ from uow import Database
 
 WORKERS = 8
 KEYS = [f"user{n:03d}@example.com" for n in range(150)]
-METHODS = ["first_or_create", "create_or_first"]
+METHODS = ["first_or_create", "create_or_first", "get_or_create"]
 
 
 def _rotated(worker: int) -> list[str]:
@@ -36,7 +36,8 @@ def _call_each_key(db: Database, method: str, worker: int, wait: Callable[[], An
     for email in _rotated(worker):
         try:
             with uow:
-                user = getattr(uow.users, method)(email=email, defaults={"name": f"w{worker}"})
+                found = getattr(uow.users, method)(email=email, defaults={"name": f"w{worker}"})
+                user = found[0] if isinstance(found, tuple) else found  # get_or_create's pair
                 assert user.email == email
         except Exception as error:  # every failure is counted, not just integrity errors
             errors.append(f"{type(error).__name__}: {error}")

@@ -88,8 +88,39 @@ def test_update_or_create_begins_before_its_for_update_read(wired: tuple[Databas
     uow = AppUnitOfWork(db)
     with server_statements(name) as sent, uow:
         uow.users.update_or_create(email="ada@example.com", defaults={"age": 36})
-    assert kinds(sent)[:3] == ["BEGIN", "SAVEPOINT", "SELECT FOR UPDATE"]
-    assert kinds(sent)[-1] == "COMMIT"
+    # The block's first write: no SAVEPOINT, nothing earlier to protect.
+    assert kinds(sent) == ["BEGIN", "SELECT FOR UPDATE", "UPDATE", "COMMIT"]
+
+
+def test_a_first_or_create_miss_sends_no_savepoint_when_it_is_the_first_write(
+    wired: tuple[Database, str],
+) -> None:
+    db, name = wired
+    uow = AppUnitOfWork(db)
+    with server_statements(name) as sent, uow:
+        uow.users.first_or_create(email="bob@example.com", defaults={"name": "Bob"})
+    assert kinds(sent) == ["SELECT", "BEGIN", "INSERT", "COMMIT"]
+    assert "ON CONFLICT DO NOTHING RETURNING" in sent[2]
+
+
+def test_a_create_or_first_conflict_aborts_nothing(wired: tuple[Database, str]) -> None:
+    db, name = wired
+    uow = AppUnitOfWork(db)
+    with server_statements(name) as sent, uow:
+        found = uow.users.create_or_first(email="ada@example.com", defaults={"name": "Other"})
+        assert found.name == "Ada"
+    # The INSERT returns no row instead of an error; the winner is read. No SAVEPOINT, no
+    # ROLLBACK TO: nothing failed.
+    assert kinds(sent) == ["BEGIN", "INSERT", "SELECT", "COMMIT"]
+
+
+def test_after_an_earlier_write_a_miss_keeps_its_savepoint(wired: tuple[Database, str]) -> None:
+    db, name = wired
+    uow = AppUnitOfWork(db)
+    with server_statements(name) as sent, uow:
+        uow.users.create(email="bob@example.com", name="Bob")
+        uow.users.create_or_first(email="carl@example.com", defaults={"name": "Carl"})
+    assert kinds(sent) == ["BEGIN", "INSERT", "SAVEPOINT", "INSERT", "RELEASE SAVEPOINT", "COMMIT"]
 
 
 def test_a_block_that_raises_before_writing_sends_no_rollback(
