@@ -75,7 +75,6 @@ def _orm_stream(session: Session, statement: Select[Any], chunk_size: int) -> It
 @dataclass(frozen=True, slots=True)
 class _Loader:
     mapper: Mapper[Any]
-    attrs: object  # the mapper's `attrs` it was built for: a changed mapper gets a new one
     keys: tuple[str, ...]
     columns: tuple[ColumnElement[Any], ...]
     identity_class: type[Any]
@@ -138,17 +137,24 @@ class _Loader:
                     set_committed_value(instance, key, row[index])
 
 
-_loaders: WeakKeyDictionary[Mapper[Any], _Loader | None] = WeakKeyDictionary()
+# Per mapper: the `attrs` it was built for (a mapper given a new property has new ones), and
+# the loader, or None where the mapper's shape needs the ORM's.
+_loaders: WeakKeyDictionary[Mapper[Any], tuple[object, _Loader | None]] = WeakKeyDictionary()
 
 
 def _loader_for(mapper: Mapper[Any]) -> _Loader | None:
     """The loader for `mapper`, or None where only the ORM's own loader is right."""
-    attrs = mapper.attrs  # configures the mappers first, and changes when the mapper does
-    loader = _loaders.get(mapper)
-    if loader is None or loader.attrs is not attrs:
-        loader = _build(mapper) if _plain(mapper) else None
-        _loaders[mapper] = loader
-    return loader
+    attrs = mapper.attrs  # configures the mappers first
+    cached = _loaders.get(mapper)
+    if cached is None or cached[0] is not attrs:
+        cached = (attrs, _build(mapper) if _plain(mapper) else None)
+        _loaders[mapper] = cached
+    # Listeners come and go at any time: looked at on every call. `load` covers
+    # @reconstructor and composites too.
+    dispatch: Any = mapper.class_manager.dispatch
+    if dispatch.load or dispatch.refresh:
+        return None
+    return cached[1]
 
 
 def _plain(mapper: Mapper[Any]) -> bool:
@@ -163,8 +169,6 @@ def _plain(mapper: Mapper[Any]) -> bool:
         and mapper.polymorphic_on is None
         and len(mapper.self_and_descendants) == 1
         and not mapper.always_refresh
-        and not manager.dispatch.load
-        and not manager.dispatch.refresh
         # The ORM skips a row whose primary key is NULL; a key that cannot be NULL spares
         # every row that check.
         and not any(column.nullable for column in mapper.primary_key)
@@ -201,7 +205,7 @@ def _build(mapper: Mapper[Any]) -> _Loader:
     )
     keys = tuple(prop.key for prop in props)
     identity_class = mapper.identity_key_from_primary_key((None,) * len(positions))[0]
-    return _Loader(mapper, mapper.attrs, keys, columns, identity_class, primary_key, _filler(keys))
+    return _Loader(mapper, keys, columns, identity_class, primary_key, _filler(keys))
 
 
 def _filler(keys: Sequence[str]) -> Callable[[dict[str, Any], Any], None]:

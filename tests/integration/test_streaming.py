@@ -244,6 +244,26 @@ def test_models_the_direct_loader_leaves_to_the_orm_stream_the_same(
         assert [type(obj) for obj in streamed] == [Animal, Dog]
 
 
+def test_a_load_listener_added_after_a_first_stream_is_called_for_each_object(
+    uow: AppUnitOfWork,
+) -> None:
+    _users(uow, 3)
+    loaded: list[str] = []
+
+    def on_load(user: User, _context: Any) -> None:
+        loaded.append(user.email)
+
+    with uow:
+        assert len(list(uow.users.iterator())) == 3  # the direct loader, cached for User
+    event.listen(User, "load", on_load)
+    try:
+        with uow:
+            assert len(list(uow.users.iterator())) == 3
+    finally:
+        event.remove(User, "load", on_load)
+    assert sorted(loaded) == ["u0@example.com", "u1@example.com", "u2@example.com"]
+
+
 def test_a_session_whose_listener_adds_loader_criteria_streams_through_the_orm(
     db: Database, uow: AppUnitOfWork
 ) -> None:
