@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.sql import Select
 
-from repositories._connection import BEGUN, LAZY
+from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine, ExecutionContext
@@ -49,6 +49,8 @@ def install(engine: Engine, begin_statement: str) -> None:
 
     def on_connect(_dbapi_connection: Any, record: Any) -> None:
         record.info[LAZY] = True
+        # For writes sent through the driver, which this module's hook never sees (COPY).
+        record.info[BEGIN_STATEMENT] = begin_statement
 
     def before_cursor_execute(
         connection: Connection,
