@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint, inspect
 from sqlalchemy.exc import IntegrityError
+
+from repositories._fields import fields_of, mapper_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # SQLSTATE 23505 is unique_violation (PostgreSQL; psycopg 3 says `sqlstate`, psycopg2 `pgcode`).
 _UNIQUE_SQLSTATE = "23505"
@@ -32,6 +38,31 @@ def conflict_error(model: type[Any]) -> IntegrityError:
     return IntegrityError(
         f"INSERT INTO {model.__name__} ... ON CONFLICT DO NOTHING", None, UniqueConflict(message)
     )
+
+
+def insertable_with_on_conflict(model: type[Any], values: Mapping[str, Any]) -> bool:
+    """Whether a new row of `model` made of `values` can go in with `INSERT ... ON CONFLICT`,
+    as one statement on one table. Not: a model spread over several tables (joined
+    inheritance) or one with a discriminator column; a table with a DEFERRABLE unique
+    constraint (PostgreSQL refuses it as a conflict arbiter); values holding a collection or a
+    related object with no key yet, which only a flush (its cascades) can save."""
+    mapper = mapper_of(model)
+    if len(mapper.tables) > 1 or mapper.polymorphic_on is not None:
+        return False
+    if any(
+        isinstance(constraint, UniqueConstraint | PrimaryKeyConstraint) and constraint.deferrable
+        for table in mapper.tables
+        for constraint in getattr(table, "constraints", ())
+    ):
+        return False
+    relationships = fields_of(model).relationships
+    for name, value in values.items():
+        relationship = relationships.get(name)
+        if relationship is None or value is None:
+            continue
+        if relationship.uselist or inspect(value).identity is None:
+            return False
+    return True
 
 
 def is_unique_violation(error: IntegrityError) -> bool:

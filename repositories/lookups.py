@@ -19,7 +19,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Integer, false, func
 
 from repositories._dialects import BIGINT_MAX, BIGINT_MIN, int_bounds, parameter_limit
-from repositories._fields import check_fields, fields_of, unknown_field
+from repositories._fields import fields_of, unknown_field
 from repositories.errors import FieldError
 
 if TYPE_CHECKING:
@@ -219,12 +219,18 @@ def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
     (a tuple of the wrong length) is left to it.
 
     Raises:
-        FieldError: a value is of the wrong type for its column, or a dict names no key column.
+        FieldError: a value is of the wrong type for its column, or a dict names a field that
+            is not part of the primary key.
     """
     fields = fields_of(model)
     if isinstance(pk, Mapping):
         values = dict(pk)
-        check_fields(model, values)
+        for name in values:
+            if name not in fields.primary_key:
+                raise FieldError(
+                    f"{name!r} is not part of {model.__name__}'s primary key; get() takes "
+                    f"{', '.join(fields.primary_key)} (use one() or first() for other fields)"
+                )
     elif isinstance(pk, tuple | list):
         if len(pk) != len(fields.primary_key):
             return True

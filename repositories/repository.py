@@ -11,10 +11,13 @@ from sqlalchemy.exc import IntegrityError
 
 from repositories._bulk import chunks, insert_rows, rows_of, unique_column, upsert_of
 from repositories._checks import check_positive_int
-from repositories._connection import protected_write
 from repositories._dialects import dialect_name, has_on_conflict, parameter_limit
 from repositories._fields import check_fields, mapper_of
-from repositories._integrity import conflict_error, is_unique_violation
+from repositories._integrity import (
+    conflict_error,
+    insertable_with_on_conflict,
+    is_unique_violation,
+)
 from repositories._links import detach, expire_collections, fill_foreign_keys
 from repositories.errors import DoesNotExist, MultipleObjectsReturned
 from repositories.lookups import check_key
@@ -326,7 +329,7 @@ class Repository(Generic[ModelT]):
         if found is not None:
             return found
         return self._insert_or_find(
-            lambda: {**_called(given), **attrs}, lambda: self.first(**attrs)
+            lambda: {**_called(given, but=attrs), **attrs}, lambda: self.first(**attrs)
         )[0]
 
     def create_or_first(self, defaults: Values | None = None, **attrs: Any) -> ModelT:
@@ -340,7 +343,7 @@ class Repository(Generic[ModelT]):
         check_fields(self.model, attrs)
         given = self._values(defaults, {})
         return self._insert_or_find(
-            lambda: {**_called(given), **attrs}, lambda: self.first(**attrs)
+            lambda: {**_called(given, but=attrs), **attrs}, lambda: self.first(**attrs)
         )[0]
 
     def get_or_create(self, defaults: Values | None = None, **lookups: Any) -> tuple[ModelT, bool]:
@@ -383,9 +386,8 @@ class Repository(Generic[ModelT]):
         found, sets `defaults` on it; if not, creates it from the plain lookups with
         `create_defaults` (or `defaults` when `create_defaults` is None) over them, race-safely
         as `get_or_create` does. As in Django, the defaults win over the lookups, and callables
-        in them are called once, only for the values used. A failure rolls back only this call:
-        all of it runs in a SAVEPOINT after earlier writes of the block; as the block's first
-        write, it needs none (see lazy BEGIN in [`Database`][uow.Database]).
+        in them are called once, only for the values used. All of it runs in a SAVEPOINT: a
+        failure rolls back only this call.
 
         Raises:
             FieldError: a key is not a mapped attribute (before any SQL).
@@ -406,7 +408,9 @@ class Repository(Generic[ModelT]):
             return rows[0] if rows else None
 
         self.session.flush()
-        with protected_write(self.session, self.model):
+        # A SAVEPOINT even as the block's first write: the update is a flush, and a failed
+        # flush outside one would deactivate the whole session transaction.
+        with self.session.begin_nested():
             obj = find()
             created = False
             if obj is None:
@@ -428,11 +432,14 @@ class Repository(Generic[ModelT]):
         key) only when there are any. Other databases insert in a SAVEPOINT and catch the
         unique violation.
         """
-        if not has_on_conflict(self._dialect()):
-            return self._insert_in_savepoint_or_find(values, find)
+        given = values()
+        if not (
+            has_on_conflict(self._dialect()) and insertable_with_on_conflict(self.model, given)
+        ):
+            return self._insert_in_savepoint_or_find(lambda: given, find)
         # Built as an object first: its __init__ and validators run, and related objects set
         # on it (author=ada) give the row its foreign keys, as a flush would.
-        created = self.bulk_create([self.model(**values())], ignore_conflicts=True)
+        created = self.bulk_create([self.model(**given)], ignore_conflicts=True)
         if created:
             return created[0], True
         existing = find()
@@ -495,6 +502,11 @@ def _plain(lookups: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in lookups.items() if "__" not in key}
 
 
-def _called(defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """`defaults` with callables replaced by what they return (Django's `resolve_callables`)."""
-    return {name: value() if callable(value) else value for name, value in defaults.items()}
+def _called(defaults: Mapping[str, Any], but: Mapping[str, Any] = {}) -> dict[str, Any]:
+    """`defaults` with callables replaced by what they return (Django's `resolve_callables`),
+    leaving out the names in `but`, whose values win: a default that is not used is not called."""
+    return {
+        name: value() if callable(value) else value
+        for name, value in defaults.items()
+        if name not in but
+    }

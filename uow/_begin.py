@@ -17,9 +17,13 @@ REPEATABLE READ and SERIALIZABLE, and when the user opts out (`lazy_begin=False`
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Select, visitors
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import ColumnClause, TextClause
+from sqlalchemy.sql.functions import FunctionElement
 
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 
@@ -61,7 +65,11 @@ def install(engine: Engine, begin_statement: str) -> None:
         _executemany: bool,
     ) -> None:
         info = connection.info
-        if info.get(BEGUN) or not connection.in_transaction() or _is_plain_read(context):
+        if info.get(BEGUN) or not connection.in_transaction():
+            return
+        if "isolation_level" in connection.get_execution_options():
+            return  # AUTOCOMMIT wants no transaction; another level makes the driver begin
+        if _can_run_outside_a_transaction(connection, context):
             return
         # On the connection, not `cursor`: that may be a server-side cursor, which would
         # wrap the statement in DECLARE.
@@ -70,8 +78,7 @@ def install(engine: Engine, begin_statement: str) -> None:
 
     event.listen(engine.pool, "connect", on_connect)
     event.listen(engine, "before_cursor_execute", before_cursor_execute)
-    for name in ("begin", "commit", "rollback"):
-        event.listen(engine, name, _not_begun)
+    # uow._transactions forgets BEGUN at each begin and rollback.
 
 
 def install_eager(engine: Engine, begin_statement: str) -> None:
@@ -84,17 +91,56 @@ def install_eager(engine: Engine, begin_statement: str) -> None:
     event.listen(engine, "begin", on_begin)
 
 
-def _not_begun(connection: Connection) -> None:
-    # At SQLAlchemy's BEGIN too: the pool may have ended the last transaction itself.
-    if not connection.invalidated:
-        connection.info.pop(BEGUN, None)
-
-
-def _is_plain_read(context: ExecutionContext | None) -> bool:
-    """A SELECT that locks nothing and streams nothing: safe outside a transaction at READ
-    COMMITTED (a server-side cursor, as `iterator()` uses, needs a transaction)."""
-    if context is None or context.execution_options.get("stream_results"):
+def _can_run_outside_a_transaction(
+    connection: Connection, context: ExecutionContext | None
+) -> bool:
+    """Whether a statement may run before BEGIN: a plain read, where reads need no snapshot."""
+    dialect = connection.dialect
+    if dialect.name != "sqlite" and dialect.default_isolation_level in _SNAPSHOT_LEVELS:
+        # The server's default (default_transaction_isolation) takes snapshots: eager. (SQLite
+        # reports SERIALIZABLE, which its locking gives every transaction anyway.)
         return False
-    statement = getattr(context.compiled, "statement", None)
-    # Not public: where SQLAlchemy keeps a SELECT's FOR UPDATE / FOR SHARE clause.
-    return isinstance(statement, Select) and statement._for_update_arg is None
+    if context is None:
+        return False  # exec_driver_sql: SQL text, which may write
+    # A server-side cursor (iterator() on PostgreSQL) needs a transaction; SQLite streams
+    # without one.
+    if context.execution_options.get("stream_results") and dialect.name != "sqlite":
+        return False
+    compiled = context.compiled
+    if compiled is None:
+        return False
+    verdict = _plain_reads.get(compiled)
+    if verdict is None:
+        verdict = _plain_reads[compiled] = _is_plain_read(compiled.statement)
+    return verdict
+
+
+# Compiled statements are cached by SQLAlchemy, so each is looked at once.
+_plain_reads: WeakKeyDictionary[Any, bool] = WeakKeyDictionary()
+
+# Functions that read and compute, nothing more: a SELECT calling anything else may write
+# (`SELECT my_function()`) or set transaction state (`set_config(..., true)`,
+# `pg_advisory_xact_lock`), which outside a transaction would commit or vanish at once.
+_PURE_FUNCTIONS = frozenset(
+    {
+        "abs", "avg", "coalesce", "concat", "count", "current_date", "current_time",
+        "current_timestamp", "date", "datetime", "instr", "length", "localtime",
+        "localtimestamp", "lower", "ltrim", "max", "min", "now", "nullif", "round", "rtrim",
+        "substr", "substring", "sum", "trim", "upper",
+    }
+)  # fmt: skip
+
+
+def _is_plain_read(statement: Any) -> bool:
+    """A SELECT that only reads: no FOR UPDATE/SHARE, no data-modifying CTE, no SQL text, and
+    only functions known to compute without side effects."""
+    if not isinstance(statement, Select) or statement._for_update_arg is not None:
+        return False  # _for_update_arg: not public, where a SELECT keeps FOR UPDATE / SHARE
+    for element in visitors.iterate(statement):
+        if isinstance(element, UpdateBase | TextClause):
+            return False  # INSERT/UPDATE/DELETE in a CTE; SQL text
+        if isinstance(element, ColumnClause) and element.is_literal and element.name != "*":
+            return False  # literal_column("..."): SQL text too (count(*)'s "*" excepted)
+        if isinstance(element, FunctionElement) and element.name.lower() not in _PURE_FUNCTIONS:
+            return False
+    return True

@@ -130,6 +130,8 @@ def test_get_checks_each_part_of_a_composite_key(db: Database, uow: AppUnitOfWor
             uow.memberships.get((1, 2))
         assert uow.memberships.get((1, "admins")) is None
         assert uow.memberships.get({"user_id": 1, "group": "admins"}) is None
+        with pytest.raises(FieldError, match="not part of User's primary key; get"):
+            uow.users.get({"email": "ada@example.com"})
 
 
 def test_one_returns_the_single_matching_object(uow: AppUnitOfWork) -> None:

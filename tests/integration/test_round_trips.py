@@ -88,8 +88,16 @@ def test_update_or_create_begins_before_its_for_update_read(wired: tuple[Databas
     uow = AppUnitOfWork(db)
     with server_statements(name) as sent, uow:
         uow.users.update_or_create(email="ada@example.com", defaults={"age": 36})
-    # The block's first write: no SAVEPOINT, nothing earlier to protect.
-    assert kinds(sent) == ["BEGIN", "SELECT FOR UPDATE", "UPDATE", "COMMIT"]
+    # The SAVEPOINT stays even as the block's first write: the update is a flush, and a failed
+    # flush outside one would leave the whole block unusable.
+    assert kinds(sent) == [
+        "BEGIN",
+        "SAVEPOINT",
+        "SELECT FOR UPDATE",
+        "UPDATE",
+        "RELEASE SAVEPOINT",
+        "COMMIT",
+    ]
 
 
 def test_a_first_or_create_miss_sends_no_savepoint_when_it_is_the_first_write(
