@@ -51,7 +51,16 @@ class Query(Generic[ModelT]):
         ```
     """
 
-    __slots__ = ("_empty", "_limit", "_model", "_offset", "_order", "_session", "_where")
+    __slots__ = (
+        "_empty",
+        "_for_update",
+        "_limit",
+        "_model",
+        "_offset",
+        "_order",
+        "_session",
+        "_where",
+    )
 
     def __init__(
         self,
@@ -62,6 +71,7 @@ class Query(Generic[ModelT]):
         limit: int | None = None,
         offset: int = 0,
         empty: bool = False,
+        for_update: bool = False,
     ) -> None:
         self._session = session
         self._model = model
@@ -70,6 +80,7 @@ class Query(Generic[ModelT]):
         self._limit = limit
         self._offset = offset
         self._empty = empty
+        self._for_update = for_update
 
     @property
     def model(self) -> type[ModelT]:
@@ -83,6 +94,7 @@ class Query(Generic[ModelT]):
             "limit": self._limit,
             "offset": self._offset,
             "empty": self._empty,
+            "for_update": self._for_update,
         }
         state.update(changes)
         return Query(self._session, self._model, **state)
@@ -144,6 +156,23 @@ class Query(Generic[ModelT]):
             order.append(column.desc() if field.startswith("-") else column.asc())
         return self._copy(order=tuple(order))
 
+    def select_for_update(self) -> Query[ModelT]:
+        """Lock the rows this query reads until the transaction ends (Django's name).
+
+        `SELECT ... FOR UPDATE` where the database has it. It is a write for lazy BEGIN: the
+        transaction begins first, and on SQLite, which has no row locks, that BEGIN IMMEDIATE
+        takes the database's write lock. Use it for read-modify-write blocks, whose plain
+        reads would otherwise run before the lock is taken.
+
+        Examples:
+            ```python
+            with uow:
+                user = uow.users.filter(email="ada@example.com").select_for_update().one()
+                user.age = (user.age or 0) + 1
+            ```
+        """
+        return self._copy(for_update=True)
+
     @overload
     def __getitem__(self, key: int) -> ModelT: ...
     @overload
@@ -189,6 +218,8 @@ class Query(Generic[ModelT]):
             statement = statement.limit(self._limit)
         if self._offset:
             statement = statement.offset(self._offset)
+        if self._for_update:
+            statement = statement.with_for_update()
         return statement
 
     def _nothing(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from repositories import Repository
 from tests.conftest import postgres_url, reset_postgres
 from tests.integration.helpers import committed_emails
 from tests.models import AppUnitOfWork, Base, User
+from tests.server_log import server_statements, wire_database
 from uow import Database, UnitOfWork
 
 # -- PostgreSQL: statements that only look like reads -------------------------------------------
@@ -274,4 +276,53 @@ def test_a_sqlite_stream_in_a_read_only_block_takes_no_lock(tmp_path: Path) -> N
             assert [u.email for u in uow.users.iterator(10)] == ["ada@example.com"]
     finally:
         writer.close()
+        db.dispose()
+
+
+# -- read-modify-write: select_for_update --------------------------------------------------------
+
+
+def test_select_for_update_serialises_read_modify_write_blocks(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    # Plain reads run before the transaction begins (on SQLite, before the write lock), so two
+    # blocks may read the same value; select_for_update() takes the lock first.
+    with uow:
+        uow.users.create(email="counter@example.com", name="Counter", age=0)
+    workers, increments = 4, 20
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def increment() -> None:
+        barrier.wait()
+        try:
+            for _ in range(increments):
+                with uow:
+                    counter = uow.users.filter(email="counter@example.com").select_for_update()
+                    user = counter.one()
+                    user.age = (user.age or 0) + 1
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=increment) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with uow:
+        assert uow.users.one(email="counter@example.com").age == workers * increments
+
+
+def test_select_for_update_begins_the_transaction_first(pg: Database) -> None:
+    db, name = wire_database()
+    uow = AppUnitOfWork(db)
+    try:
+        with uow:
+            uow.users.create(email="ada@example.com", name="Ada")
+        with server_statements(name) as sent, uow:
+            uow.users.filter(email="ada@example.com").select_for_update().first()
+        assert [s.split()[0] for s in sent] == ["BEGIN", "SELECT", "COMMIT"]
+        assert sent[1].endswith("FOR UPDATE")
+    finally:
         db.dispose()
