@@ -59,10 +59,18 @@ def _side(bounds: tuple[int, int] | None, value: Any) -> int | None:
 
 
 def _beyond(column: Column, value: Any, dialect: Callable[[], str]) -> int | None:
-    """`_side` of one value; the column is looked at only for an int."""
-    if not isinstance(value, int) or isinstance(value, bool):
+    """`_side` of one value; the column is looked at only for an int no integer column could
+    fail to hold (asking for the dialect is not free, and most keys are small)."""
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or _SMALLEST <= value <= -_SMALLEST - 1
+    ):
         return None
     return _side(_int_bounds(column, dialect), value)
+
+
+_SMALLEST = -(2**15)  # SMALLINT's lowest: every integer column holds what lies within
 
 
 def _iexact(column: Column, value: Any, _dialect: Callable[[], str]) -> ColumnElement[bool]:
