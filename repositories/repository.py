@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from repositories._bulk import chunks, insert_rows, rows_of, unique_column, upsert_of
 from repositories._checks import check_positive_int
 from repositories._dialects import dialect_name, has_on_conflict, parameter_limit
-from repositories._fields import check_fields, mapper_of
+from repositories._fields import check_fields, fields_of
 from repositories._integrity import (
     conflict_error,
     insertable_with_on_conflict,
@@ -74,7 +74,7 @@ class Repository(Generic[ModelT]):
                 f"{type(self).__name__} does not know its model: subclass Repository[Model] "
                 "or pass the model, e.g. Repository(session, User)"
             )
-        mapper_of(chosen)  # raises TypeError for a class that is not mapped
+        fields_of(chosen)  # cached; raises TypeError for a class that is not mapped
         self.session = session
         self.model: type[ModelT] = chosen
 
