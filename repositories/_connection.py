@@ -4,7 +4,7 @@ With lazy BEGIN (see `uow._begin`) a transaction's statements run without an ope
 transaction until the first write. The repositories ask whether that has happened: before the
 first write there is no earlier work a SAVEPOINT would have to protect. A write sent through
 the driver itself (PostgreSQL's COPY, which SQLAlchemy cannot execute) is invisible to the
-hook that sends BEGIN, so it begins the server transaction here first.
+hook that sends BEGIN, so `repositories._copy` begins the server transaction itself first.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect
-from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterator
 
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
@@ -26,7 +25,6 @@ __all__ = [
     "BEGUN",
     "FAILED",
     "LAZY",
-    "copy_rows",
     "has_written",
     "protected_write",
 ]
@@ -77,42 +75,3 @@ def _roll_back_first_write(connection: Connection) -> None:
     # The driver is in autocommit mode and SQLAlchemy's transaction is only bookkeeping
     # there: ending the server's transaction is the driver's rollback(), nothing more.
     connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
-
-
-def copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[Any]]) -> None:
-    """Send `rows` with psycopg 3's COPY (`statement` is `COPY table (columns) FROM STDIN`).
-
-    It runs in `connection`'s transaction, through its driver connection, so SQLAlchemy's
-    events do not see it: a transaction lazy BEGIN has not begun yet is begun on the server
-    first, as for any write. A driver error comes out as SQLAlchemy's (`IntegrityError` for a
-    unique violation), as from `connection.execute`; a lost connection is invalidated.
-    """
-    _begin_on_server(connection)
-    dbapi_connection: Any = connection.connection.dbapi_connection
-    dialect = connection.dialect
-    dbapi_error: Any = dialect.loaded_dbapi.Error
-    try:
-        with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except dbapi_error as error:
-        lost = dialect.is_disconnect(error, dbapi_connection, None)
-        wrapped = DBAPIError.instance(
-            statement, None, error, dbapi_error, connection_invalidated=lost, dialect=dialect
-        )
-        if lost:
-            connection.invalidate(error)
-        elif has_written(connection):
-            # What uow._transactions records for a failed statement it sees: the COMMIT of
-            # the transaction this aborted is refused (protected_write clears it).
-            connection.info.setdefault(FAILED, wrapped)
-        raise wrapped from error
-
-
-def _begin_on_server(connection: Connection) -> None:
-    info = connection.info
-    if not info.get(LAZY, False) or info.get(BEGUN, False) or not connection.in_transaction():
-        return  # eager BEGIN (the driver begins by itself), already begun, or autocommit
-    # The same statement, sent the same way, as uow._begin's hook before a statement it sees.
-    connection.connection.dbapi_connection.execute(info.get(BEGIN_STATEMENT, "BEGIN"))  # type: ignore[union-attr]
-    info[BEGUN] = True

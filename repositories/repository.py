@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from repositories._bulk import chunks, insert_rows, rows_of, unique_column, upsert_of
+from repositories._bulk import chunks, insert_rows, rows_of
 from repositories._checks import check_positive_int
 from repositories._dialects import dialect_name, has_on_conflict, parameter_limit
 from repositories._fields import check_fields, fields_of
@@ -19,6 +19,8 @@ from repositories._integrity import (
     is_unique_violation,
 )
 from repositories._links import detach, expire_collections, fill_foreign_keys
+from repositories._unique import unique_column
+from repositories._upsert import upsert_of
 from repositories.errors import DoesNotExist, MultipleObjectsReturned
 from repositories.lookups import check_key
 from repositories.query import Query
