@@ -15,8 +15,9 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, Integer, false, func
+from sqlalchemy import ColumnElement, Integer, bindparam, false, func
 
 from repositories._dialects import BIGINT_MAX, BIGINT_MIN, int_bounds, parameter_limit
 from repositories._fields import fields_of, unknown_field
@@ -25,7 +26,7 @@ from repositories.errors import FieldError
 if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute, RelationshipProperty
 
-__all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_key"]
+__all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_key", "template_conditions"]
 
 
 class EmptyResult(Exception):
@@ -253,6 +254,55 @@ def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
         if value is None or _beyond(getattr(model, name), value, dialect) is not None:
             can_match = False
     return can_match
+
+
+# The lookups a template can stand for: one comparison of a column with one value, whose SQL
+# does not depend on the value (None, wide integers and collections change it).
+_TEMPLATE_OPERATORS: Mapping[str, Callable[[Column, Any], ColumnElement[bool]]] = {
+    "exact": lambda column, value: column == value,
+    **_COMPARISONS,
+}
+_templates: WeakKeyDictionary[type[Any], dict[tuple[str, str, int], ColumnElement[bool]]] = (
+    WeakKeyDictionary()
+)
+
+
+def template_conditions(
+    model: type[Any], lookups: Mapping[str, Any], start: int, dialect: Callable[[], str]
+) -> tuple[tuple[ColumnElement[bool], ...], dict[str, Any]] | None:
+    """The conditions of `lookups` with named bind parameters in place of the values, and the
+    values by name; None unless every lookup compares a column of `model` with one value.
+
+    The conditions are made once per (model, field, operator, position) and reused, so a query
+    of the same shape is the same statement every time: SQLAlchemy keys, compiles and sets it
+    up once, and each call only binds its values, instead of building a new statement (which
+    costs more than the SQL round trip on SQLite). `start` numbers the parameters after those
+    of the query being refined. Values are checked as `build_conditions` checks them.
+
+    Raises:
+        FieldError: a value has the wrong type for its column (before any SQL).
+    """
+    fields = fields_of(model)
+    conditions: list[ColumnElement[bool]] = []
+    values: dict[str, Any] = {}
+    for position, (key, value) in enumerate(lookups.items(), start):
+        name, *rest = key.split("__")
+        op = rest[0] if len(rest) == 1 else "exact" if not rest else ""
+        if name not in fields.columns or op not in _TEMPLATE_OPERATORS or value is None:
+            return None  # build_conditions handles (or refuses) everything else
+        _check_value(model, name, fields.python_types[name], op, value)
+        column = getattr(model, name)
+        if isinstance(value, _COLLECTIONS) or _beyond(column, value, dialect) is not None:
+            return None
+        parameter = f"uow_lookup_{position}"
+        made = _templates.setdefault(model, {})
+        condition = made.get((name, op, position))
+        if condition is None:
+            placeholder = bindparam(parameter, type_=column.type)
+            condition = made[(name, op, position)] = _TEMPLATE_OPERATORS[op](column, placeholder)
+        conditions.append(condition)
+        values[parameter] = value
+    return tuple(conditions), values
 
 
 def build_conditions(

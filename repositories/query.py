@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    bindparam,
     delete,
     false,
     func,
@@ -16,23 +19,31 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from repositories._checks import check_positive_int
 from repositories._dialects import BIGINT_MAX, dialect_name
 from repositories._fields import check_columns, check_fields
 from repositories._streaming import stream
 from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned
-from repositories.lookups import EmptyResult, build_conditions
+from repositories.lookups import EmptyResult, build_conditions, template_conditions
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from sqlalchemy.orm import Session
 
 __all__ = ["Query"]
 
 ModelT = TypeVar("ModelT")
+
+
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
+_KEPT_STATEMENTS = 512  # per model
+_statements: WeakKeyDictionary[type[Any], dict[tuple[Any, ...], Select[Any]]] = WeakKeyDictionary()
+_orderings: WeakKeyDictionary[type[Any], dict[str, Any]] = WeakKeyDictionary()
 
 
 class Query(Generic[ModelT]):
@@ -52,12 +63,14 @@ class Query(Generic[ModelT]):
     """
 
     __slots__ = (
+        "_cacheable",
         "_empty",
         "_for_update",
         "_limit",
         "_model",
         "_offset",
         "_order",
+        "_params",
         "_session",
         "_where",
     )
@@ -72,6 +85,8 @@ class Query(Generic[ModelT]):
         offset: int = 0,
         empty: bool = False,
         for_update: bool = False,
+        params: Mapping[str, Any] = _NO_PARAMS,
+        cacheable: bool = True,
     ) -> None:
         self._session = session
         self._model = model
@@ -81,6 +96,13 @@ class Query(Generic[ModelT]):
         self._offset = offset
         self._empty = empty
         self._for_update = for_update
+        # Values of the bind parameters of template conditions in `_where` (see
+        # `template_conditions`): passed with every execution.
+        self._params = params
+        # Whether every condition and ordering is one the library made once and keeps (a
+        # template, a field's ordering): then the statements of this query's shape are kept
+        # too, and reused by every query of that shape.
+        self._cacheable = cacheable
 
     @property
     def model(self) -> type[ModelT]:
@@ -95,6 +117,8 @@ class Query(Generic[ModelT]):
             "offset": self._offset,
             "empty": self._empty,
             "for_update": self._for_update,
+            "params": self._params,
+            "cacheable": self._cacheable,
         }
         state.update(changes)
         return Query(self._session, self._model, **state)
@@ -118,11 +142,17 @@ class Query(Generic[ModelT]):
     def filter(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Keep rows matching every lookup and every raw SQLAlchemy expression given."""
         self._check_unsliced("filter")
+        if lookups and not expressions:
+            template = template_conditions(self._model, lookups, len(self._params), self._dialect)
+            if template is not None:
+                kept, values = template
+                return self._copy(where=(*self._where, *kept), params={**self._params, **values})
         try:
             conditions = self._conditions(lookups)
         except EmptyResult:
             return self._copy(empty=True)
-        return self._copy(where=(*self._where, *expressions, *conditions))
+        where = (*self._where, *expressions, *conditions)
+        return self._copy(where=where, cacheable=self._cacheable and not (expressions or lookups))
 
     def exclude(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Drop rows matching all the lookups together (Django's `exclude`: NOT (a AND b))."""
@@ -136,7 +166,7 @@ class Query(Generic[ModelT]):
         # NOT (x = 5) is NULL, not true, where x is NULL: coalesce keeps such rows, which do
         # not match the lookups (Django's exclude keeps them too).
         matched = func.coalesce(and_(*conditions), false())
-        return self._copy(where=(*self._where, not_(matched)))
+        return self._copy(where=(*self._where, not_(matched)), cacheable=False)
 
     def order_by(self, *fields: str | ColumnElement[Any]) -> Query[ModelT]:
         """Order by field names (`"-age"` for descending) or SQLAlchemy expressions.
@@ -144,17 +174,24 @@ class Query(Generic[ModelT]):
         Replaces any earlier ordering, as Django does; `order_by()` with nothing clears it.
         """
         order: list[Any] = []
+        kept = _orderings.setdefault(self._model, {})
         for field in fields:
             if not isinstance(field, str):
                 order.append(field)
                 continue
-            name = field.removeprefix("-")
-            check_fields(self._model, [name])
-            column = getattr(self._model, name)
-            if not hasattr(column, "desc") or name in _relationships(self._model):
-                raise FieldError(f"cannot order {self._model.__name__} by relationship {name!r}")
-            order.append(column.desc() if field.startswith("-") else column.asc())
-        return self._copy(order=tuple(order))
+            ordering = kept.get(field)
+            if ordering is None:
+                name = field.removeprefix("-")
+                check_fields(self._model, [name])
+                column = getattr(self._model, name)
+                if not hasattr(column, "desc") or name in _relationships(self._model):
+                    raise FieldError(
+                        f"cannot order {self._model.__name__} by relationship {name!r}"
+                    )
+                ordering = kept[field] = column.desc() if field.startswith("-") else column.asc()
+            order.append(ordering)
+        plain = all(isinstance(field, str) for field in fields)
+        return self._copy(order=tuple(order), cacheable=self._cacheable and plain)
 
     def select_for_update(self) -> Query[ModelT]:
         """Lock the rows this query reads until the transaction ends (Django's name).
@@ -207,6 +244,11 @@ class Query(Generic[ModelT]):
 
     def statement(self) -> Select[Any]:
         """The SQLAlchemy `Select` this query runs, to extend with anything SQLAlchemy offers."""
+        statement = self._select()
+        return statement.params(self._params) if self._params else statement
+
+    def _select(self) -> Select[Any]:
+        """`statement()`, its template parameters left unbound: run it with `self._params`."""
         statement = select(self._model).where(*self._where)
         if self._empty:
             # A lookup that can match nothing (in=[]): say so in SQL too, for the callers
@@ -222,6 +264,43 @@ class Query(Generic[ModelT]):
             statement = statement.with_for_update()
         return statement
 
+    def _bound_where(self) -> tuple[ColumnElement[bool], ...]:
+        """The conditions with the template values bound in, for statements that cannot take
+        them as parameters (an ORM UPDATE or DELETE given parameters updates by primary key)."""
+        if not self._params:
+            return self._where
+        values = self._params
+
+        def bound(element: Any, **_: Any) -> Any:
+            if isinstance(element, BindParameter) and element.key in values:
+                return bindparam(element.key, values[element.key], type_=element.type)
+            return None  # traverse into it
+
+        return tuple(visitors.replacement_traverse(w, {}, bound) for w in self._where)
+
+    def _kept(self, terminal: str, build: Callable[[], Select[Any]]) -> Select[Any]:
+        """The statement `build` makes for `terminal`, made once per query shape when the
+        query is cacheable: its conditions and orderings are the library's kept objects, so
+        their identities (with the slice and flags) name the shape. Kept per model, weakly."""
+        if not self._cacheable:
+            return build()
+        key = (
+            terminal,
+            tuple(map(id, self._where)),
+            tuple(map(id, self._order)),
+            self._limit,
+            self._offset,
+            self._empty,
+            self._for_update,
+        )
+        statements = _statements.setdefault(self._model, {})
+        statement = statements.get(key)
+        if statement is None:
+            if len(statements) >= _KEPT_STATEMENTS:
+                statements.clear()  # a bound, not an LRU: shapes are few in practice
+            statement = statements[key] = build()
+        return statement
+
     def _nothing(self) -> bool:
         return self._empty or self._limit == 0
 
@@ -231,7 +310,8 @@ class Query(Generic[ModelT]):
         """Run the query and return every matching object."""
         if self._nothing():
             return []
-        return list(self._session.scalars(self.statement()).all())
+        statement = self._kept("all", self._select)
+        return list(self._session.scalars(statement, self._params).all())
 
     def __iter__(self) -> Iterator[ModelT]:
         return iter(self.all())
@@ -240,12 +320,16 @@ class Query(Generic[ModelT]):
         """The first matching object, ordered by primary key unless the query is ordered."""
         if self._nothing():
             return None
-        statement = self.statement()
-        if not self._order:
-            statement = statement.order_by(*_primary_key(self._model))
-        if self._limit is None:  # a sliced query keeps its own LIMIT; first() reads one row
-            statement = statement.limit(1)
-        return self._session.scalars(statement).first()
+
+        def build() -> Select[Any]:
+            statement = self._select()
+            if not self._order:
+                statement = statement.order_by(*_primary_key(self._model))
+            if self._limit is None:  # a sliced query keeps its LIMIT; first() reads one row
+                statement = statement.limit(1)
+            return statement
+
+        return self._session.scalars(self._kept("first", build), self._params).first()
 
     def one(self) -> ModelT:
         """Exactly one matching object (Django's `get`).
@@ -269,20 +353,25 @@ class Query(Generic[ModelT]):
         """How many rows match (`SELECT count(*)`), within the slice if there is one."""
         if self._nothing():
             return 0
-        if self._limit is None and not self._offset:
-            statement = select(func.count()).select_from(self._model).where(*self._where)
-        else:
-            inner = self._copy(order=()).statement().subquery()
-            statement = select(func.count()).select_from(inner)
-        return int(self._session.scalar(statement) or 0)
+
+        def build() -> Select[Any]:
+            if self._limit is None and not self._offset:
+                return select(func.count()).select_from(self._model).where(*self._where)
+            inner = self._copy(order=())._select().subquery()
+            return select(func.count()).select_from(inner)
+
+        return int(self._session.scalar(self._kept("count", build), self._params) or 0)
 
     def exists(self) -> bool:
         """Whether any row matches: `SELECT EXISTS (SELECT ... LIMIT 1)`."""
         if self._nothing():
             return False
-        inner = select(*_primary_key(self._model)).where(*self._where)
-        inner = inner.limit(1).offset(self._offset or None)
-        return bool(self._session.scalar(select(inner.exists())))
+
+        def build() -> Select[Any]:
+            inner = select(*_primary_key(self._model)).where(*self._where)
+            return select(inner.limit(1).offset(self._offset or None).exists())
+
+        return bool(self._session.scalar(self._kept("exists", build), self._params))
 
     def iterator(self, chunk_size: int = 1000) -> Iterator[ModelT]:
         """Stream the matching objects, holding about `chunk_size` of them at a time.
@@ -354,7 +443,7 @@ class Query(Generic[ModelT]):
         check_columns(self._model, values)
         if self._empty or not values:
             return 0
-        return self._run(update(self._model).where(*self._where).values(**values))
+        return self._run(update(self._model).where(*self._bound_where()).values(**values))
 
     def delete(self) -> int:
         """`DELETE ... WHERE <this query>` in one statement; returns the number of rows.
@@ -365,7 +454,7 @@ class Query(Generic[ModelT]):
         self._check_unsliced("delete")
         if self._empty:
             return 0
-        return self._run(delete(self._model).where(*self._where))
+        return self._run(delete(self._model).where(*self._bound_where()))
 
     def _run(self, statement: Any) -> int:
         # "fetch" keeps the objects already in the session in step with the bulk statement.
