@@ -17,6 +17,9 @@ from sqlalchemy import text
 from tests.models import AppUnitOfWork, Base
 from uow import Database
 
+# Fixtures of tests/server_log.py (`wired`), for the tests that count statements on the wire.
+pytest_plugins = ["tests.server_log"]
+
 POSTGRES_URL = os.environ.get("UOW_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("UOW_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]

@@ -101,3 +101,21 @@ def sqlite_statements(db: Database) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(db.engine.pool, "connect", on_connect)
+
+
+@pytest.fixture
+def wired() -> Iterator[tuple[Database, str]]:
+    """A PostgreSQL Database with the test tables, one user and a warm pool, and the
+    application name its statements carry in the server log."""
+    from tests.conftest import reset_postgres
+    from tests.models import AppUnitOfWork, Base
+
+    db, name = wire_database()
+    reset_postgres(db)
+    db.create_all(Base.metadata)
+    with AppUnitOfWork(db) as uow:
+        uow.users.create(email="ada@example.com", name="Ada")
+    yield db, name
+    db.s.remove()
+    reset_postgres(db)
+    db.dispose()

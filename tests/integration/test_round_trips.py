@@ -9,34 +9,23 @@ themselves never pass through those events.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Integer, cast, literal, select, text
 from sqlalchemy.exc import DataError
 
-from tests.conftest import postgres_url, reset_postgres
+from tests.conftest import postgres_url
 from tests.integration.helpers import committed_emails
 from tests.models import AppUnitOfWork, Base, User
-from tests.server_log import server_statements, sqlite_statements, wire_database
+from tests.server_log import (
+    server_statements,
+    sqlite_statements,
+    wire_database,
+)
 from uow import Database
 
 SELECT_USER = "SELECT users.id, users.email, users.name, users.age FROM users"
-
-
-@pytest.fixture
-def wired() -> Iterator[tuple[Database, str]]:
-    """A PostgreSQL Database with test tables, one seeded user and a warm pool."""
-    db, name = wire_database()
-    reset_postgres(db)
-    db.create_all(Base.metadata)
-    with AppUnitOfWork(db) as uow:
-        uow.users.create(email="ada@example.com", name="Ada")
-    yield db, name
-    db.s.remove()
-    reset_postgres(db)
-    db.dispose()
 
 
 def kinds(statements: list[str]) -> list[str]:

@@ -5,7 +5,6 @@ parametrized by backend). Races are in test_upsert_races.py."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from repositories import FieldError, Repository
-from tests.conftest import reset_postgres
 from tests.integration.helpers import seed, stored
-from tests.models import AppUnitOfWork, Base, Membership, User
-from tests.server_log import server_statements, wire_database
+from tests.models import AppUnitOfWork, Membership, User
+from tests.server_log import (
+    server_statements,
+)
 from uow import Database, UnitOfWork
 from uow.testing import count_statements
 
@@ -354,19 +354,6 @@ def test_a_failing_batch_takes_back_every_insert_and_update_and_the_block_goes_o
 
 
 # -- on the wire --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def wired() -> Iterator[tuple[Database, str]]:
-    db, name = wire_database()
-    reset_postgres(db)
-    db.create_all(Base.metadata)
-    with AppUnitOfWork(db) as uow:
-        uow.users.create(email="ada@example.com", name="Ada")
-    yield db, name
-    db.s.remove()
-    reset_postgres(db)
-    db.dispose()
 
 
 def test_as_the_first_write_an_upsert_is_one_statement_between_begin_and_commit(
