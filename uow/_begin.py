@@ -28,9 +28,11 @@ from sqlalchemy.sql.functions import FunctionElement
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.engine import URL, Connection, Engine, ExecutionContext
 
-__all__ = ["install", "install_eager", "supports_lazy_begin"]
+__all__ = ["before_each_execution", "install", "install_eager", "supports_lazy_begin"]
 
 # The drivers whose commit() and rollback() end a transaction that was begun by hand while
 # the connection is in autocommit mode (psycopg2, for one, would leave it open).
@@ -56,39 +58,71 @@ def install(engine: Engine, begin_statement: str) -> None:
         # For writes sent through the driver, which this module's hook never sees (COPY).
         record.info[BEGIN_STATEMENT] = begin_statement
 
-    def before_cursor_execute(
-        connection: Connection,
-        cursor: Any,
-        _statement: str,
-        _parameters: Any,
-        context: ExecutionContext | None,
-        _executemany: bool,
-    ) -> None:
-        info = connection.info
+    def begin_first(connection: Connection, context: ExecutionContext | None) -> None:
+        try:
+            info = connection.info
+        except NotImplementedError:
+            return  # the bare connection SQLAlchemy sets its dialect up on, at first connect
         if info.get(BEGUN) or not connection.in_transaction():
             return
         if "isolation_level" in connection.get_execution_options():
             return  # AUTOCOMMIT wants no transaction; another level makes the driver begin
         if _can_run_outside_a_transaction(connection, context):
             return
-        # On the connection, not `cursor`: that may be a server-side cursor, which would
-        # wrap the statement in DECLARE.
+        # On the connection, not the statement's cursor: that may be a server-side cursor,
+        # which would wrap the statement in DECLARE.
         connection.connection.dbapi_connection.execute(begin_statement)  # type: ignore[union-attr]
         info[BEGUN] = True
 
     event.listen(engine.pool, "connect", on_connect)
-    event.listen(engine, "before_cursor_execute", before_cursor_execute)
+    before_each_execution(engine, begin_first)
     # uow._transactions forgets BEGUN at each begin and rollback.
+
+
+def before_each_execution(
+    engine: Engine, hook: Callable[[Connection, ExecutionContext | None], None]
+) -> None:
+    """Call `hook(connection, context)` before each statement `engine` sends.
+
+    Through the dialect's `do_execute` methods, not a `before_cursor_execute` listener: an
+    engine with any execution listener takes SQLAlchemy's slower path for every statement
+    (about a tenth of a primary-key read on SQLite).
+    """
+    dialect: Any = engine.dialect  # one per engine: create_engine makes a new one
+    for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+        setattr(dialect, name, _hooked(getattr(dialect, name), hook))
+
+
+def _hooked(
+    execute: Callable[..., None], hook: Callable[[Connection, ExecutionContext | None], None]
+) -> Callable[..., None]:
+    def hooked(cursor: Any, statement: str, *args: Any) -> None:
+        context = args[-1] if args else None  # (parameters, context) or (context,)
+        connection = getattr(context, "root_connection", None)
+        if connection is not None:
+            hook(connection, context)
+        execute(cursor, statement, *args)
+
+    return hooked
 
 
 def install_eager(engine: Engine, begin_statement: str) -> None:
     """Send `begin_statement` when each transaction begins (for a driver that sends no BEGIN of
     its own, as pysqlite once told to stay out of transactions)."""
 
-    def on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql(begin_statement)
+    dialect: Any = engine.dialect  # one per engine: create_engine makes a new one
+    begin = dialect.do_begin
 
-    event.listen(engine, "begin", on_begin)
+    def begin_with_statement(dbapi_connection: Any) -> None:
+        begin(dbapi_connection)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(begin_statement)
+        finally:
+            cursor.close()
+
+    # A dialect method, not a "begin" listener: see before_each_execution.
+    dialect.do_begin = begin_with_statement
 
 
 def _can_run_outside_a_transaction(

@@ -2,7 +2,7 @@
 
 pysqlite begins transactions itself, late and only before DML, which breaks SAVEPOINT and
 transactional DDL. As SQLAlchemy's docs describe ("Serializable isolation / Savepoints /
-Transactional DDL"), we switch its handling off and emit BEGIN from SQLAlchemy's `begin` event.
+Transactional DDL"), we switch its handling off and send BEGIN ourselves (uow._begin).
 """
 
 from __future__ import annotations

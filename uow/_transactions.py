@@ -15,50 +15,69 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
 
 from repositories._connection import BEGUN, FAILED, has_written
 from repositories._dialects import aborts_transaction_on_error
 from uow.errors import UnitOfWorkError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine, ExceptionContext
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["aborted", "install"]
 
 
 def install(engine: Engine) -> None:
-    """Release rolled-back savepoints, and refuse to commit a transaction an error aborted."""
+    """Release rolled-back savepoints, and refuse to commit a transaction an error aborted.
+
+    Everything goes through the dialect's methods (one dialect object per engine), not event
+    listeners: an engine with execution listeners takes SQLAlchemy's slower path for every
+    statement.
+    """
     dialect: Any = engine.dialect
     rollback_to, release = dialect.do_rollback_to_savepoint, dialect.do_release_savepoint
+    begin, rollback = dialect.do_begin, dialect.do_rollback
 
     def rollback_to_and_release(connection: Connection, name: str) -> None:
+        # The aborted transaction cannot open a savepoint, so an error recorded now happened
+        # inside the savepoint being rolled back: rolling back to it makes it usable again.
+        if not connection.invalidated:
+            connection.info.pop(FAILED, None)
         rollback_to(connection, name)
         release(connection, name)
 
-    # The dialect object belongs to this engine alone (create_engine makes one per engine).
+    def begin_afresh(pooled: Any) -> None:
+        _forget_transaction(pooled)
+        begin(pooled)
+
+    def rollback_and_forget(pooled: Any) -> None:
+        # At BEGIN too: the pool may end a transaction by itself, through this method or not.
+        _forget_transaction(pooled)
+        rollback(pooled)
+
     dialect.do_rollback_to_savepoint = rollback_to_and_release
-    # Not at "commit": that event comes before the COMMIT, which must still see the failure.
-    for name in ("begin", "rollback"):
-        event.listen(engine, name, _forget_transaction)
+    dialect.do_begin = begin_afresh
+    dialect.do_rollback = rollback_and_forget
     if not aborts_transaction_on_error(dialect.name):
         return
     commit = dialect.do_commit
 
-    def commit_unless_aborted(connection: Any) -> None:
-        # `connection` is the pool's proxy: its `info` is the connection's, as in the events.
-        error = connection.info.get(FAILED)
-        if not _aborted(connection.dbapi_connection, error):
-            commit(connection)
+    def commit_unless_aborted(pooled: Any) -> None:
+        # `pooled` is the pool's proxy of the connection: its `info` is the connection's.
+        error = pooled.info.get(FAILED)
+        if not _aborted(pooled.dbapi_connection, error):
+            commit(pooled)
             return
         # Roll back here, before raising: SQLAlchemy marks its transaction finished when its
         # COMMIT fails, and would not send a ROLLBACK afterwards.
-        connection.dbapi_connection.rollback()
+        pooled.dbapi_connection.rollback()
         raise aborted(error) from error
 
     dialect.do_commit = commit_unless_aborted
-    event.listen(engine, "handle_error", _remember_failure)
-    event.listen(engine, "rollback_savepoint", _forget_failure_in_savepoint)
+    for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+        setattr(dialect, name, _remembering_failures(getattr(dialect, name), dialect))
 
 
 def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
@@ -72,30 +91,53 @@ def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
     return error is not None
 
 
-def _remember_failure(context: ExceptionContext) -> None:
-    connection = context.connection
-    # A lost connection is invalidated and its transaction gone: nothing left to protect. A
-    # read before lazy BEGIN ran outside any server transaction: nothing was aborted.
-    if connection is None or context.is_disconnect or not connection.in_transaction():
+def _remembering_failures(execute: Callable[..., None], dialect: Any) -> Callable[..., None]:
+    def remembering(cursor: Any, statement: str, *args: Any) -> None:
+        try:
+            execute(cursor, statement, *args)
+        except Exception as error:
+            context = args[-1] if args else None
+            connection = getattr(context, "root_connection", None)
+            if connection is not None:
+                parameters = args[0] if len(args) > 1 else None
+                _remember(connection, dialect, error, cursor, statement, parameters)
+            raise
+
+    return remembering
+
+
+def _remember(
+    connection: Connection,
+    dialect: Any,
+    error: Exception,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+) -> None:
+    # A read before lazy BEGIN ran outside any server transaction: nothing was aborted. A lost
+    # connection is invalidated and its transaction gone: nothing left to protect.
+    try:
+        if not connection.in_transaction() or not has_written(connection):
+            return
+    except NotImplementedError:
+        return  # the bare connection SQLAlchemy sets its dialect up on, at first connect
+    dbapi_connection = connection.connection.dbapi_connection
+    if dialect.is_disconnect(error, dbapi_connection, cursor):
         return
-    if not has_written(connection):
-        return
-    connection.info.setdefault(FAILED, context.sqlalchemy_exception or context.original_exception)
+    # As SQLAlchemy will wrap it (an IntegrityError for a unique violation), for the cause.
+    wrapped = DBAPIError.instance(
+        statement, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect
+    )
+    connection.info.setdefault(FAILED, wrapped)
 
 
-def _forget_transaction(connection: Connection) -> None:
-    # At BEGIN too: the pool may have ended the last transaction itself, without these events.
-    # An invalidated connection has no info to read (and gets a fresh one when it reconnects).
-    if not connection.invalidated:
-        connection.info.pop(BEGUN, None)  # lazy BEGIN (uow._begin): not begun on the server
-        connection.info.pop(FAILED, None)
-
-
-def _forget_failure_in_savepoint(connection: Connection, _name: str, _context: object) -> None:
-    # The aborted transaction cannot open a savepoint, so an error recorded now happened inside
-    # the savepoint being rolled back: rolling back to it makes the transaction usable again.
-    if not connection.invalidated:
-        connection.info.pop(FAILED, None)
+def _forget_transaction(pooled: Any) -> None:
+    try:
+        info = pooled.info
+    except (AttributeError, NotImplementedError):
+        return  # the bare connection SQLAlchemy sets its dialect up on: nothing recorded
+    info.pop(BEGUN, None)  # lazy BEGIN (uow._begin): not begun on the server
+    info.pop(FAILED, None)
 
 
 def aborted(error: BaseException | None) -> UnitOfWorkError:
