@@ -232,6 +232,13 @@ def check_key(model: type[Any], pk: Any, dialect: Callable[[], str]) -> bool:
             is not part of the primary key.
     """
     fields = fields_of(model)
+    # The common case, answered at once: a small int for a single integer key fits any
+    # integer column (other shapes and types take the checks below).
+    single_int_key = (
+        len(fields.primary_key) == 1 and fields.python_types[fields.primary_key[0]] is int
+    )
+    if single_int_key and type(pk) is int and _SMALLEST <= pk <= -_SMALLEST - 1:
+        return True
     if isinstance(pk, Mapping):
         values = dict(pk)
         for name in values:

@@ -489,7 +489,12 @@ class Repository(Generic[ModelT]):
         return values
 
     def _dialect(self) -> str:
-        return dialect_name(self.session, self.model)
+        # Asked only when a value needs it (a wide integer, a string operator on SQLite); a
+        # repository lives on one session, so the answer is kept.
+        name: str | None = self.__dict__.get("_dialect_name")
+        if name is None:
+            name = self.__dict__["_dialect_name"] = dialect_name(self.session, self.model)
+        return name
 
     def _check_instance(self, obj: Any) -> None:
         if not isinstance(obj, self.model):
