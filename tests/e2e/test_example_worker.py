@@ -31,6 +31,8 @@ from tests.conftest import postgres_url
 from tests.redis_server import close_celery_clients
 from uow import Database
 
+pytestmark = pytest.mark.slow  # real processes racing or working
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_COMMAND = [
     sys.executable, "-m", "celery", "-A", "examples.worker.tasks", "worker",

@@ -206,6 +206,7 @@ def assert_each_created_user_is_stored(db: Database, run: Run, created: list[str
             assert user.email == email(label)
 
 
+@pytest.mark.slow
 class TestCeleryPreforkWorker:
     def test_each_create_task_commits_one_row_the_test_process_can_read(
         self, celery_run: Run, e2e_db: Database
@@ -330,6 +331,7 @@ def rq_run(e2e_db: Database, redis_url: str, redis_client: redis.Redis) -> Itera
         stop(process)
 
 
+@pytest.mark.slow
 class TestRqForkingWorker:
     def test_each_create_job_commits_one_row_the_test_process_can_read(
         self, rq_run: Run, e2e_db: Database

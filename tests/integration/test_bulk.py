@@ -592,6 +592,7 @@ def test_update_or_create_failing_to_update_leaves_the_outer_transaction_usable(
 # -- streaming ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_iterator_streams_200k_rows_in_bounded_memory(db: Database, uow: AppUnitOfWork) -> None:
     total = 200_000
     with uow:

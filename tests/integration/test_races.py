@@ -18,6 +18,8 @@ from sqlalchemy import func, select
 from tests.models import AppUnitOfWork, User
 from uow import Database
 
+pytestmark = pytest.mark.slow  # real processes racing or working
+
 WORKERS = 8
 KEYS = [f"user{n:03d}@example.com" for n in range(150)]
 METHODS = ["first_or_create", "create_or_first", "get_or_create"]

@@ -18,6 +18,8 @@ from tests.integration.test_races import KEYS, WORKERS, _race_in_processes, _rot
 from tests.models import AppUnitOfWork, User
 from uow import Database
 
+pytestmark = pytest.mark.slow  # real processes racing or working
+
 ROUNDS = 3
 
 
