@@ -25,6 +25,7 @@ from repositories.errors import FieldError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute, RelationshipProperty
+from sqlalchemy.sql import operators
 
 __all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_key", "template_conditions"]
 
@@ -301,6 +302,8 @@ def template_conditions(
         column = getattr(model, name)
         if isinstance(value, _COLLECTIONS) or _beyond(column, value, dialect) is not None:
             return None
+        if column.type.coerce_compared_value(operators.eq, value) is not column.type:
+            return None  # compared as its own type (a datetime against a DATE column)
         parameter = f"uow_lookup_{position}"
         made = _templates.setdefault(model, {})
         condition = made.get((name, op, position))

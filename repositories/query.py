@@ -142,7 +142,9 @@ class Query(Generic[ModelT]):
     def filter(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Keep rows matching every lookup and every raw SQLAlchemy expression given."""
         self._check_unsliced("filter")
-        if lookups and not expressions:
+        # Templates only on a query of templates: their named parameters must not meet a raw
+        # expression's (a user's bindparam, a subquery) in one statement.
+        if lookups and not expressions and self._cacheable:
             template = template_conditions(self._model, lookups, len(self._params), self._dialect)
             if template is not None:
                 kept, values = template
@@ -151,8 +153,11 @@ class Query(Generic[ModelT]):
             conditions = self._conditions(lookups)
         except EmptyResult:
             return self._copy(empty=True)
-        where = (*self._where, *expressions, *conditions)
-        return self._copy(where=where, cacheable=self._cacheable and not (expressions or lookups))
+        if not (expressions or conditions):
+            return self
+        # Anything else joins a query of its own: the template values are bound in first.
+        where = (*self._bound_where(), *expressions, *conditions)
+        return self._copy(where=where, params=_NO_PARAMS, cacheable=False)
 
     def exclude(self, *expressions: ColumnElement[bool], **lookups: Any) -> Query[ModelT]:
         """Drop rows matching all the lookups together (Django's `exclude`: NOT (a AND b))."""
@@ -166,7 +171,8 @@ class Query(Generic[ModelT]):
         # NOT (x = 5) is NULL, not true, where x is NULL: coalesce keeps such rows, which do
         # not match the lookups (Django's exclude keeps them too).
         matched = func.coalesce(and_(*conditions), false())
-        return self._copy(where=(*self._where, not_(matched)), cacheable=False)
+        where = (*self._bound_where(), not_(matched))
+        return self._copy(where=where, params=_NO_PARAMS, cacheable=False)
 
     def order_by(self, *fields: str | ColumnElement[Any]) -> Query[ModelT]:
         """Order by field names (`"-age"` for descending) or SQLAlchemy expressions.
@@ -190,8 +196,12 @@ class Query(Generic[ModelT]):
                     )
                 ordering = kept[field] = column.desc() if field.startswith("-") else column.asc()
             order.append(ordering)
-        plain = all(isinstance(field, str) for field in fields)
-        return self._copy(order=tuple(order), cacheable=self._cacheable and plain)
+        if all(isinstance(field, str) for field in fields):
+            return self._copy(order=tuple(order))
+        # A raw expression may carry parameters of its own: bind the template values in.
+        return self._copy(
+            order=tuple(order), where=self._bound_where(), params=_NO_PARAMS, cacheable=False
+        )
 
     def select_for_update(self) -> Query[ModelT]:
         """Lock the rows this query reads until the transaction ends (Django's name).
@@ -244,8 +254,9 @@ class Query(Generic[ModelT]):
 
     def statement(self) -> Select[Any]:
         """The SQLAlchemy `Select` this query runs, to extend with anything SQLAlchemy offers."""
-        statement = self._select()
-        return statement.params(self._params) if self._params else statement
+        if not self._params:
+            return self._select()
+        return self._copy(where=self._bound_where(), params=_NO_PARAMS, cacheable=False)._select()
 
     def _select(self) -> Select[Any]:
         """`statement()`, its template parameters left unbound: run it with `self._params`."""
@@ -265,15 +276,17 @@ class Query(Generic[ModelT]):
         return statement
 
     def _bound_where(self) -> tuple[ColumnElement[bool], ...]:
-        """The conditions with the template values bound in, for statements that cannot take
-        them as parameters (an ORM UPDATE or DELETE given parameters updates by primary key)."""
+        """The conditions with the template values bound in as anonymous parameters of their
+        own: for `statement()`, which may become part of another query's statement, for
+        refinements by raw expressions, and for UPDATE and DELETE (an ORM UPDATE or DELETE
+        given parameters would update by primary key)."""
         if not self._params:
             return self._where
         values = self._params
 
         def bound(element: Any, **_: Any) -> Any:
             if isinstance(element, BindParameter) and element.key in values:
-                return bindparam(element.key, values[element.key], type_=element.type)
+                return bindparam(None, values[element.key], type_=element.type, unique=True)
             return None  # traverse into it
 
         return tuple(visitors.replacement_traverse(w, {}, bound) for w in self._where)

@@ -9,14 +9,17 @@ really reused.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Date, bindparam, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from repositories import Repository
 from tests.integration.helpers import seed, stored
-from tests.models import AppUnitOfWork, User
-from uow import Database
+from tests.models import AppUnitOfWork, Post, User
+from uow import Database, UnitOfWork
 
 PEOPLE = [
     ("ada@example.com", "Ada", 36),
@@ -121,3 +124,55 @@ def test_values_a_template_cannot_stand_for_still_work(people: AppUnitOfWork) ->
         assert emails(uow.users.filter(age__in=[17, 52])) == ["bob@example.com", "cy@example.com"]
         assert uow.users.filter(posts__isnull=False).count() == 0  # through a relationship
         assert isinstance(uow.users.get_or_create(email="ada@example.com")[0], User)
+
+
+def test_another_querys_statement_as_a_subquery_keeps_its_own_values(
+    db: Database, people: AppUnitOfWork
+) -> None:
+    uow = people
+    with uow:
+        bob = uow.users.one(email="bob@example.com")
+        uow.posts.create(title="Hello", author_id=bob.id)
+    with uow:
+        authors = uow.posts.filter(title="Hello").statement().with_only_columns(Post.author_id)
+        first = uow.users.filter(User.id.in_(authors)).filter(name="Bob")
+        then = uow.users.filter(name="Bob").filter(User.id.in_(authors))
+        assert emails(first) == ["bob@example.com"]
+        assert emails(then) == ["bob@example.com"]
+
+
+def test_a_users_own_parameter_names_never_meet_the_librarys(people: AppUnitOfWork) -> None:
+    uow = people
+    with uow:
+        mine = User.age == bindparam("uow_lookup_0", 17)  # the name a template would take
+        assert emails(uow.users.filter(mine).filter(age=36)) == []
+        assert emails(uow.users.filter(mine).filter(name="Bob")) == ["bob@example.com"]
+        assert emails(
+            uow.users.filter(age=17).order_by(User.age + bindparam("uow_lookup_0", 1))
+        ) == ["bob@example.com"]
+
+
+class DatesBase(DeclarativeBase):
+    pass
+
+
+class Day(DatesBase):
+    __tablename__ = "days"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date)
+
+
+def test_a_value_compared_as_its_own_type_gives_the_rows_it_did(db: Database) -> None:
+    # A datetime against a DATE column is compared as a datetime, not cut to its date.
+    DatesBase.metadata.create_all(db.engine)
+
+    class DaysUnitOfWork(UnitOfWork):
+        days: Repository[Day]
+
+    uow = DaysUnitOfWork(db)
+    noon = dt.datetime(2024, 1, 1, 12)
+    with uow:
+        uow.days.create(day=dt.date(2024, 1, 1))
+        assert uow.days.filter(day__lt=noon).count() == 1
+        assert uow.days.filter(day=noon).count() == 0
+        assert uow.days.filter(day__gte=noon).count() == 0
