@@ -154,7 +154,7 @@ class Query(Generic[ModelT]):
         except EmptyResult:
             return self._copy(empty=True)
         if not (expressions or conditions):
-            return self
+            return self._copy()  # a new query, as every chaining call returns
         # Anything else joins a query of its own: the template values are bound in first.
         where = (*self._bound_where(), *expressions, *conditions)
         return self._copy(where=where, params=_NO_PARAMS, cacheable=False)
