@@ -16,6 +16,8 @@ REPEATABLE READ and SERIALIZABLE, and when the user opts out (`lazy_begin=False`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -28,11 +30,16 @@ from sqlalchemy.sql.functions import FunctionElement
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sqlalchemy.engine import URL, Connection, Engine, ExecutionContext
 
-__all__ = ["before_each_execution", "install", "install_eager", "supports_lazy_begin"]
+__all__ = [
+    "Execute",
+    "ExecuteCall",
+    "around_each_execution",
+    "install",
+    "install_eager",
+    "supports_lazy_begin",
+]
 
 # The drivers whose commit() and rollback() end a transaction that was begun by hand while
 # the connection is in autocommit mode (psycopg2, for one, would leave it open).
@@ -74,15 +81,44 @@ def install(engine: Engine, begin_statement: str) -> None:
         connection.connection.dbapi_connection.execute(begin_statement)  # type: ignore[union-attr]
         info[BEGUN] = True
 
+    def around(execute: Execute, call: ExecuteCall) -> None:
+        if call.connection is not None:
+            begin_first(call.connection, call.context)
+        execute(call)
+
     event.listen(engine.pool, "connect", on_connect)
-    before_each_execution(engine, begin_first)
+    around_each_execution(engine, around)
     # uow._transactions forgets BEGUN at each begin and rollback.
 
 
-def before_each_execution(
-    engine: Engine, hook: Callable[[Connection, ExecutionContext | None], None]
-) -> None:
-    """Call `hook(connection, context)` before each statement `engine` sends.
+@dataclass(frozen=True, slots=True)
+class ExecuteCall:
+    """One call of a dialect's `do_execute`, `do_executemany` or `do_execute_no_params`."""
+
+    cursor: Any
+    statement: str
+    args: tuple[Any, ...]  # (parameters, context) or (context,)
+
+    @property
+    def context(self) -> ExecutionContext | None:
+        context: ExecutionContext | None = self.args[-1] if self.args else None
+        return context
+
+    @property
+    def parameters(self) -> Any:
+        return self.args[0] if len(self.args) > 1 else None
+
+    @property
+    def connection(self) -> Connection | None:
+        """The SQLAlchemy connection running the statement (None outside one)."""
+        return getattr(self.context, "root_connection", None)
+
+
+Execute = Callable[[ExecuteCall], None]
+
+
+def around_each_execution(engine: Engine, around: Callable[[Execute, ExecuteCall], None]) -> None:
+    """Run each statement `engine` sends through `around(execute, call)`.
 
     Through the dialect's `do_execute` methods, not a `before_cursor_execute` listener: an
     engine with any execution listener takes SQLAlchemy's slower path for every statement
@@ -90,20 +126,19 @@ def before_each_execution(
     """
     dialect: Any = engine.dialect  # one per engine: create_engine makes a new one
     for name in ("do_execute", "do_executemany", "do_execute_no_params"):
-        setattr(dialect, name, _hooked(getattr(dialect, name), hook))
+        setattr(dialect, name, _wrapped(getattr(dialect, name), around))
 
 
-def _hooked(
-    execute: Callable[..., None], hook: Callable[[Connection, ExecutionContext | None], None]
+def _wrapped(
+    method: Callable[..., None], around: Callable[[Execute, ExecuteCall], None]
 ) -> Callable[..., None]:
-    def hooked(cursor: Any, statement: str, *args: Any) -> None:
-        context = args[-1] if args else None  # (parameters, context) or (context,)
-        connection = getattr(context, "root_connection", None)
-        if connection is not None:
-            hook(connection, context)
-        execute(cursor, statement, *args)
+    def execute(call: ExecuteCall) -> None:
+        method(call.cursor, call.statement, *call.args)
 
-    return hooked
+    def wrapped(cursor: Any, statement: str, *args: Any) -> None:
+        around(execute, ExecuteCall(cursor, statement, args))
+
+    return wrapped
 
 
 def install_eager(engine: Engine, begin_statement: str) -> None:

@@ -19,11 +19,10 @@ from sqlalchemy.exc import DBAPIError
 
 from repositories._connection import BEGUN, FAILED, has_written
 from repositories._dialects import aborts_transaction_on_error
+from uow._begin import Execute, ExecuteCall, around_each_execution
 from uow.errors import UnitOfWorkError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["aborted", "install"]
@@ -76,8 +75,16 @@ def install(engine: Engine) -> None:
         raise aborted(error) from error
 
     dialect.do_commit = commit_unless_aborted
-    for name in ("do_execute", "do_executemany", "do_execute_no_params"):
-        setattr(dialect, name, _remembering_failures(getattr(dialect, name), dialect))
+
+    def remembering_failures(execute: Execute, call: ExecuteCall) -> None:
+        try:
+            execute(call)
+        except Exception as error:
+            if call.connection is not None:
+                _remember(call.connection, dialect, error, call)
+            raise
+
+    around_each_execution(engine, remembering_failures)
 
 
 def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
@@ -91,29 +98,7 @@ def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
     return error is not None
 
 
-def _remembering_failures(execute: Callable[..., None], dialect: Any) -> Callable[..., None]:
-    def remembering(cursor: Any, statement: str, *args: Any) -> None:
-        try:
-            execute(cursor, statement, *args)
-        except Exception as error:
-            context = args[-1] if args else None
-            connection = getattr(context, "root_connection", None)
-            if connection is not None:
-                parameters = args[0] if len(args) > 1 else None
-                _remember(connection, dialect, error, cursor, statement, parameters)
-            raise
-
-    return remembering
-
-
-def _remember(
-    connection: Connection,
-    dialect: Any,
-    error: Exception,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-) -> None:
+def _remember(connection: Connection, dialect: Any, error: Exception, call: ExecuteCall) -> None:
     # A read before lazy BEGIN ran outside any server transaction: nothing was aborted. A lost
     # connection is invalidated and its transaction gone: nothing left to protect.
     try:
@@ -122,11 +107,11 @@ def _remember(
     except NotImplementedError:
         return  # the bare connection SQLAlchemy sets its dialect up on, at first connect
     dbapi_connection = connection.connection.dbapi_connection
-    if dialect.is_disconnect(error, dbapi_connection, cursor):
+    if dialect.is_disconnect(error, dbapi_connection, call.cursor):
         return
     # As SQLAlchemy will wrap it (an IntegrityError for a unique violation), for the cause.
     wrapped = DBAPIError.instance(
-        statement, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect
+        call.statement, call.parameters, error, dialect.loaded_dbapi.Error, dialect=dialect
     )
     connection.info.setdefault(FAILED, wrapped)
 

@@ -99,11 +99,12 @@ class Database:
         self.url: URL = resolve_url(url, check_driver="module" not in options)
         self.lazy_begin: bool = lazy_begin and _begin.supports_lazy_begin(self.url, options)
         is_sqlite = self.url.get_backend_name() == "sqlite"
+        pysqlite = is_sqlite and self.url.get_driver_name() in ("pysqlite", "")
         if self.lazy_begin and not is_sqlite:
             # The driver stays out of transactions; uow._begin sends BEGIN at the first write.
             # (pysqlite is told the same on connect, by uow._sqlite, in either mode.)
             options["isolation_level"] = "AUTOCOMMIT"
-        if is_sqlite and self.url.get_driver_name() in ("pysqlite", ""):
+        if pysqlite:
             connect_args = dict(options.get("connect_args") or {})
             connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
             options["connect_args"] = connect_args
@@ -115,13 +116,12 @@ class Database:
             # `pool_pre_ping=True` pings at every checkout instead; False checks nothing.
             # SQLite has no server to lose.
             _liveness.install(self.engine)
-        sqlite_pysqlite = is_sqlite and self.url.get_driver_name() in ("pysqlite", "")
-        if sqlite_pysqlite:
+        if pysqlite:
             _sqlite.configure(self.engine)
         begin = _sqlite.begin_statement(sqlite_transaction_mode) if is_sqlite else "BEGIN"
         if self.lazy_begin:
             _begin.install(self.engine, begin)
-        elif sqlite_pysqlite:
+        elif pysqlite:
             _begin.install_eager(self.engine, begin)
         _transactions.install(self.engine)
         _fork.make_fork_safe(self.engine)
