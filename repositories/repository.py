@@ -325,14 +325,11 @@ class Repository(Generic[ModelT]):
                 one, or a unique one while no row matching `attrs` is visible (for example
                 under REPEATABLE READ).
         """
-        check_fields(self.model, attrs)
-        given = self._values(defaults, {})
+        new_row = self._attrs_over_defaults(attrs, defaults)
         found = self.first(**attrs)
         if found is not None:
             return found
-        return self._insert_or_find(
-            lambda: {**_called(given, but=attrs), **attrs}, lambda: self.first(**attrs)
-        )[0]
+        return self._insert_or_find(new_row(), lambda: self.first(**attrs))[0]
 
     def create_or_first(self, defaults: Values | None = None, **attrs: Any) -> ModelT:
         """Insert a new object first; on a unique violation return the existing one.
@@ -342,11 +339,8 @@ class Repository(Generic[ModelT]):
         (`attrs` win over `defaults`; callables in `defaults` are called once, for the INSERT)
         and errors as `first_or_create`.
         """
-        check_fields(self.model, attrs)
-        given = self._values(defaults, {})
-        return self._insert_or_find(
-            lambda: {**_called(given, but=attrs), **attrs}, lambda: self.first(**attrs)
-        )[0]
+        new_row = self._attrs_over_defaults(attrs, defaults)
+        return self._insert_or_find(new_row(), lambda: self.first(**attrs))[0]
 
     def get_or_create(self, defaults: Values | None = None, **lookups: Any) -> tuple[ModelT, bool]:
         """Django's `get_or_create`: `(object, created)`.
@@ -373,7 +367,7 @@ class Repository(Generic[ModelT]):
         found = find()
         if found is not None:
             return found, False
-        return self._insert_or_find(lambda: {**plain, **_called(given)}, find)
+        return self._insert_or_find({**plain, **_called(given)}, find)
 
     def update_or_create(
         self,
@@ -416,15 +410,24 @@ class Repository(Generic[ModelT]):
             obj = find()
             created = False
             if obj is None:
-                obj, created = self._insert_or_find(lambda: {**plain, **_called(creating)}, find)
+                obj, created = self._insert_or_find({**plain, **_called(creating)}, find)
             if not created:
                 for name, value in _called(updates).items():
                     setattr(obj, name, value)
                 self.session.flush()
         return obj, created
 
+    def _attrs_over_defaults(
+        self, attrs: Mapping[str, Any], defaults: Values | None
+    ) -> Callable[[], dict[str, Any]]:
+        """The new row of first_or_create/create_or_first, checked now, built when called: the
+        callables of `defaults` are called then, and only those `attrs` do not override."""
+        check_fields(self.model, attrs)
+        given = self._values(defaults, {})
+        return lambda: {**_called(given, but=attrs), **attrs}
+
     def _insert_or_find(
-        self, values: Callable[[], dict[str, Any]], find: Callable[[], ModelT | None]
+        self, given: dict[str, Any], find: Callable[[], ModelT | None]
     ) -> tuple[ModelT, bool]:
         """Insert the row, or, when a concurrent transaction inserted it first, read it.
 
@@ -434,11 +437,10 @@ class Repository(Generic[ModelT]):
         key) only when there are any. Other databases insert in a SAVEPOINT and catch the
         unique violation.
         """
-        given = values()
         if not (
             has_on_conflict(self._dialect()) and insertable_with_on_conflict(self.model, given)
         ):
-            return self._insert_in_savepoint_or_find(lambda: given, find)
+            return self._insert_in_savepoint_or_find(given, find)
         # Built as an object first: its __init__ and validators run, and related objects set
         # on it (author=ada) give the row its foreign keys, as a flush would.
         created = self.bulk_create([self.model(**given)], ignore_conflicts=True)
@@ -450,7 +452,7 @@ class Repository(Generic[ModelT]):
         return existing, False
 
     def _insert_in_savepoint_or_find(
-        self, values: Callable[[], dict[str, Any]], find: Callable[[], ModelT | None]
+        self, given: dict[str, Any], find: Callable[[], ModelT | None]
     ) -> tuple[ModelT, bool]:
         session = self.session
         # Flush the caller's pending changes first: their errors are theirs, raised outside
@@ -458,7 +460,7 @@ class Repository(Generic[ModelT]):
         session.flush()
         try:
             with session.begin_nested():
-                obj = self.model(**values())
+                obj = self.model(**given)
                 session.add(obj)
                 session.flush()
         except IntegrityError as error:
