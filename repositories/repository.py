@@ -36,6 +36,31 @@ ModelT = TypeVar("ModelT")
 Values = Mapping[str, Any] | BaseModel
 
 
+def model_parameter(cls: type[Any], generic: type[Any]) -> type[Any] | None:
+    """The model `cls` names as the type parameter of `generic` (`class R(generic[User])`)."""
+    model = None
+    for base in getattr(cls, "__orig_bases__", ()):
+        origin = get_origin(base)
+        args = get_args(base)
+        is_generic = isinstance(origin, type) and issubclass(origin, generic)
+        if is_generic and args and isinstance(args[0], type):
+            model = args[0]
+    return model
+
+
+def chosen_model(repository: Any, model: type[ModelT] | None, generic: str) -> type[ModelT]:
+    """The model a repository works on: the one passed, else its class's; checked mapped."""
+    chosen: type[ModelT] | None = model if model is not None else type(repository)._model
+    if chosen is None:
+        name = type(repository).__name__
+        raise TypeError(
+            f"{name} does not know its model: subclass {generic}[Model] "
+            f"or pass the model, e.g. {generic}(session, User)"
+        )
+    fields_of(chosen)  # cached; raises TypeError for a class that is not mapped
+    return chosen
+
+
 class Repository(Generic[ModelT]):
     """Data access for one mapped class, on the session it is given.
 
@@ -62,23 +87,13 @@ class Repository(Generic[ModelT]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for base in getattr(cls, "__orig_bases__", ()):
-            origin = get_origin(base)
-            args = get_args(base)
-            is_repository = isinstance(origin, type) and issubclass(origin, Repository)
-            if is_repository and args and isinstance(args[0], type):
-                cls._model = args[0]
+        model = model_parameter(cls, Repository)
+        if model is not None:
+            cls._model = model
 
     def __init__(self, session: Session, model: type[ModelT] | None = None) -> None:
-        chosen = model if model is not None else type(self)._model
-        if chosen is None:
-            raise TypeError(
-                f"{type(self).__name__} does not know its model: subclass Repository[Model] "
-                "or pass the model, e.g. Repository(session, User)"
-            )
-        fields_of(chosen)  # cached; raises TypeError for a class that is not mapped
         self.session = session
-        self.model: type[ModelT] = chosen
+        self.model: type[ModelT] = chosen_model(self, model, "Repository")
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from uow._scoped import ScopedSession
+from uow.async_database import AsyncDatabase
+from uow.async_session import AsyncScopedSession, AsyncSession, LazyLoadError
+from uow.async_unit_of_work import AsyncUnitOfWork
 from uow.database import Database
 from uow.errors import (
     DoesNotExist,
@@ -17,10 +20,15 @@ from uow.session import Session
 from uow.unit_of_work import UnitOfWork
 
 __all__ = [
+    "AsyncDatabase",
+    "AsyncScopedSession",
+    "AsyncSession",
+    "AsyncUnitOfWork",
     "Database",
     "DoesNotExist",
     "DriverNotInstalledError",
     "FieldError",
+    "LazyLoadError",
     "MultipleObjectsReturned",
     "ScopedSession",
     "Session",

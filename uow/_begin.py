@@ -43,7 +43,9 @@ __all__ = [
 
 # The drivers whose commit() and rollback() end a transaction that was begun by hand while
 # the connection is in autocommit mode (psycopg2, for one, would leave it open).
-_LAZY_DRIVERS = frozenset({("postgresql", "psycopg"), ("sqlite", "pysqlite")})
+_LAZY_DRIVERS = frozenset(
+    {("postgresql", "psycopg"), ("sqlite", "pysqlite"), ("sqlite", "aiosqlite")}
+)
 _SNAPSHOT_LEVELS = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 
 

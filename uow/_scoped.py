@@ -124,6 +124,10 @@ class ScopedSession(scoped_session[Session]):
         """See [`Database.session_scope`][uow.Database.session_scope]."""
         return self._registry.scope(Session.close)
 
+    def _remove_now(self) -> None:
+        """`remove()`, as a unit of work's exit calls it."""
+        self.remove()
+
     def all(self, model: type[M], /, **lookups: Any) -> list[M]:
         """Proxy for [`Session.all`][uow.Session.all] on the current session."""
         return self.registry().all(model, **lookups)

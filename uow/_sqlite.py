@@ -27,13 +27,22 @@ def is_file_database(url: URL) -> bool:
     return database not in ("", ":memory:") and url.query.get("mode") != "memory"
 
 
+# The drivers whose connections we configure: pysqlite and aiosqlite (which wraps sqlite3).
+_DRIVERS = frozenset({"pysqlite", "aiosqlite", ""})
+
+
+def is_configurable(url: URL) -> bool:
+    """Whether `url` is SQLite through a driver built on the standard sqlite3 module."""
+    return url.get_backend_name() == "sqlite" and url.get_driver_name() in _DRIVERS
+
+
 def begin_statement(transaction_mode: TransactionMode) -> str:
     """The statement that begins a transaction in `transaction_mode`."""
     return "BEGIN" if transaction_mode == "DEFERRED" else f"BEGIN {transaction_mode}"
 
 
 def configure(engine: Engine) -> None:
-    """Install the connect hook on a pysqlite engine (`uow._begin` sends the BEGINs)."""
+    """Install the connect hook on a pysqlite or aiosqlite engine (`uow._begin` sends BEGIN)."""
     wal = is_file_database(engine.url)
 
     @event.listens_for(engine, "connect")

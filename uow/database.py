@@ -95,36 +95,11 @@ class Database:
         lazy_begin: bool = True,
     ) -> None:
         options = dict(engine_options or {})
-        # A caller who hands create_engine a DBAPI module of their own needs no installed driver.
-        self.url: URL = resolve_url(url, check_driver="module" not in options)
-        self.lazy_begin: bool = lazy_begin and _begin.supports_lazy_begin(self.url, options)
-        is_sqlite = self.url.get_backend_name() == "sqlite"
-        pysqlite = is_sqlite and self.url.get_driver_name() in ("pysqlite", "")
-        if self.lazy_begin and not is_sqlite:
-            # The driver stays out of transactions; uow._begin sends BEGIN at the first write.
-            # (pysqlite is told the same on connect, by uow._sqlite, in either mode.)
-            options["isolation_level"] = "AUTOCOMMIT"
-        if pysqlite:
-            connect_args = dict(options.get("connect_args") or {})
-            connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
-            options["connect_args"] = connect_args
+        self.url: URL
+        self.lazy_begin: bool
+        self.url, self.lazy_begin = _engine_options(url, options, lazy_begin)
         self.engine: Engine = create_engine(self.url, **options)
-        if not is_sqlite and "pool_pre_ping" not in options:
-            # Replaces a connection its server ended (restart, failover, killed backend) at
-            # checkout, pinging only when its socket shows the server said something: the
-            # first unit of work after a restart succeeds, and the others pay no round trip.
-            # `pool_pre_ping=True` pings at every checkout instead; False checks nothing.
-            # SQLite has no server to lose.
-            _liveness.install(self.engine)
-        if pysqlite:
-            _sqlite.configure(self.engine)
-        begin = _sqlite.begin_statement(sqlite_transaction_mode) if is_sqlite else "BEGIN"
-        if self.lazy_begin:
-            _begin.install(self.engine, begin)
-        elif pysqlite:
-            _begin.install_eager(self.engine, begin)
-        _transactions.install(self.engine)
-        _fork.make_fork_safe(self.engine)
+        configure_engine(self.engine, options, sqlite_transaction_mode, self.lazy_begin)
 
         factory_options: dict[str, Any] = {"expire_on_commit": False}
         factory_options.update(session_options or {})
@@ -185,3 +160,51 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+
+def _engine_options(url: str | URL, options: dict[str, Any], lazy_begin: bool) -> tuple[URL, bool]:
+    """Resolve `url` and complete `options` (in place) for `create_engine` or
+    `create_async_engine`; returns the URL and whether BEGIN is lazy."""
+    # A caller who hands create_engine a DBAPI module of their own needs no installed driver.
+    resolved = resolve_url(url, check_driver="module" not in options)
+    lazy = lazy_begin and _begin.supports_lazy_begin(resolved, options)
+    is_sqlite = resolved.get_backend_name() == "sqlite"
+    if lazy and not is_sqlite:
+        # The driver stays out of transactions; uow._begin sends BEGIN at the first write.
+        # (the SQLite drivers are told the same on connect, by uow._sqlite, in either mode.)
+        options["isolation_level"] = "AUTOCOMMIT"
+    if is_sqlite and _sqlite.is_configurable(resolved):
+        connect_args = dict(options.get("connect_args") or {})
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
+        options["connect_args"] = connect_args
+    return resolved, lazy
+
+
+def configure_engine(
+    engine: Engine,
+    options: Mapping[str, Any],
+    sqlite_transaction_mode: TransactionMode,
+    lazy_begin: bool,
+) -> None:
+    """Install what every engine of a Database gets (for an AsyncDatabase, on its
+    `sync_engine`): liveness checks, SQLite set-up, lazy or eager BEGIN, savepoint and
+    commit handling, fork safety."""
+    url = engine.url
+    is_sqlite = url.get_backend_name() == "sqlite"
+    configurable_sqlite = is_sqlite and _sqlite.is_configurable(url)
+    if not is_sqlite and "pool_pre_ping" not in options:
+        # Replaces a connection its server ended (restart, failover, killed backend) at
+        # checkout, pinging only when its socket shows the server said something: the
+        # first unit of work after a restart succeeds, and the others pay no round trip.
+        # `pool_pre_ping=True` pings at every checkout instead; False checks nothing.
+        # SQLite has no server to lose.
+        _liveness.install(engine)
+    if configurable_sqlite:
+        _sqlite.configure(engine)
+    begin = _sqlite.begin_statement(sqlite_transaction_mode) if is_sqlite else "BEGIN"
+    if lazy_begin:
+        _begin.install(engine, begin)
+    elif configurable_sqlite:
+        _begin.install_eager(engine, begin)
+    _transactions.install(engine)
+    _fork.make_fork_safe(engine)

@@ -14,11 +14,21 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Self, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Protocol,
+    Self,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 from weakref import WeakKeyDictionary
 
 from sqlalchemy.exc import PendingRollbackError
 
+from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
 from uow import _transactions
 from uow.errors import UnitOfWorkError
@@ -32,23 +42,188 @@ if TYPE_CHECKING:
     from uow.database import Database
     from uow.session import Session
 
-__all__ = ["UnitOfWork"]
+__all__ = ["UnitOfWork", "UnitOfWorkBase"]
 
 logger = logging.getLogger("uow")
 
 _OUTSIDE = "use it inside a `with uow:` block"
 
 
+_Callback = tuple["Callable[[], object]", bool]
+
+
 @dataclass(eq=False, slots=True)
 class _Frame:
-    session: Session
+    session: Session  # the sync session (for an AsyncDatabase, its AsyncSession's sync_session)
+    facade: Any  # what repositories and `uow.session` get: the Session, or the AsyncSession
     savepoint: SessionTransaction | None  # None for the outermost frame
-    callbacks: list[tuple[Callable[[], object], bool]] = field(default_factory=list)
+    callbacks: list[_Callback] = field(default_factory=list)
     rollback_only: bool = False
     repositories: dict[Any, Any] = field(default_factory=dict)
 
 
-class UnitOfWork:
+class _Scoped(Protocol):
+    def __call__(self) -> Any: ...
+
+    def _remove_now(self) -> None: ...
+
+
+class UnitOfWorkBase:
+    """The transaction logic that [`UnitOfWork`][uow.UnitOfWork] and
+    [`AsyncUnitOfWork`][uow.AsyncUnitOfWork] share: one implementation, run directly by the sync
+    class and through SQLAlchemy's greenlet bridge by the async one. Not used on its own."""
+
+    # The repository class its annotations must name (Repository or AsyncRepository).
+    _repository_class: ClassVar[type[Any]] = Repository
+    database: Any
+
+    def _scoped(self) -> _Scoped:
+        scoped: _Scoped = self.database.s
+        return scoped
+
+    # -- the stack of this context --------------------------------------------------------------
+
+    def _frames(self) -> tuple[_Frame, ...]:
+        frames: tuple[_Frame, ...] = self.database._frames.get()
+        return frames
+
+    def _set_frames(self, frames: tuple[_Frame, ...]) -> None:
+        self.database._frames.set(frames)
+
+    def _innermost(self, what: str) -> _Frame:
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(f"{what} needs an open unit of work; {_OUTSIDE}")
+        return frames[-1]
+
+    def _outermost(self) -> _Frame:
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(f"uow.session is only available in a block; {_OUTSIDE}")
+        return frames[0]
+
+    @property
+    def in_block(self) -> bool:
+        """Whether this context is inside a block of a unit of work over this database."""
+        return bool(self.database.in_unit_of_work)
+
+    # -- entering and leaving (sync; the async class runs them in the bridge) --------------------
+
+    def _enter(self) -> None:
+        frames = self._frames()
+        if frames:
+            first = frames[0]
+            frame = _Frame(first.session, first.facade, first.session.begin_nested())
+        else:
+            facade = self._scoped()()
+            session: Session = getattr(facade, "sync_session", facade)
+            if not session.in_transaction():
+                session.begin()
+            frame = _Frame(session, facade, None)
+        self._set_frames((*frames, frame))
+
+    def _exit(self, failed: bool) -> list[_Callback]:
+        """Leave the innermost block; returns the callbacks to run (after an outermost commit)."""
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError("`with uow:` exited in another context than it was entered")
+        *outer, frame = frames
+        # Pop first: whatever happens below, this context is out of the block.
+        self._set_frames(tuple(outer))
+        if outer:
+            _leave_savepoint(frame, outer[-1], failed)
+            return []
+        committed = False
+        try:
+            committed = _leave_transaction(frame, failed)
+        finally:
+            self._scoped()._remove_now()
+            frame.session._retire()
+        return frame.callbacks if committed else []
+
+    def _commit(self) -> list[_Callback]:
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(f"uow.commit() needs an open unit of work; {_OUTSIDE}")
+        if len(frames) > 1:
+            raise UnitOfWorkError(
+                "uow.commit() is only allowed in the outermost block: a nested block "
+                "is a savepoint, which commits with its outer transaction"
+            )
+        frame = frames[0]
+        callbacks, frame.callbacks = frame.callbacks, []
+        try:
+            _commit(frame.session)
+        except BaseException:
+            # A failed COMMIT (a deferred constraint, say) leaves SQLAlchemy's transaction
+            # half-finished: roll it back and begin again, so the block stays usable. The
+            # callbacks belonged to the work that was lost.
+            _rollback(frame.session.rollback, raise_errors=False)
+            frame.session.begin()
+            raise
+        frame.session.begin()
+        return callbacks
+
+    def _rollback(self) -> None:
+        frame = self._innermost("uow.rollback()")
+        if frame.savepoint is None:
+            frame.session.rollback()
+            frame.session.begin()
+        else:
+            if not _is_closed(frame.savepoint):
+                frame.savepoint.rollback()
+            frame.savepoint = frame.session.begin_nested()
+        frame.callbacks.clear()
+        frame.rollback_only = False
+
+    # -- inside a block -------------------------------------------------------------------------
+
+    def set_rollback(self, rollback: bool) -> None:
+        """Make a clean exit of the innermost block roll back (`True`) or commit (`False`).
+
+        Raises:
+            UnitOfWorkError: outside a block.
+        """
+        self._innermost("uow.set_rollback()").rollback_only = rollback
+
+    def _add_callback(self, callback: Callable[[], object], robust: bool) -> None:
+        if not callable(callback):
+            raise TypeError(f"on_commit() takes a callable, not {type(callback).__name__}")
+        self._innermost("uow.on_commit()").callbacks.append((callback, robust))
+
+    # -- repositories ---------------------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A descriptor per annotated name, so `uow.users` is a plain attribute lookup (no
+        # failed lookup first, as with __getattr__). Which names are repositories is known only
+        # once the annotations resolve, on first use.
+        for name in inspect.get_annotations(cls):
+            if name not in cls.__dict__:
+                setattr(cls, name, _RepositoryAttribute(name))
+
+    def _repository(self, name: str) -> Any:
+        factories = _repository_factories(type(self))
+        if name not in factories:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        frames = self._frames()
+        if not frames:
+            raise UnitOfWorkError(
+                f"{type(self).__name__}.{name} is only available inside a block: "
+                f"write `with uow:` (`async with uow:`) and use uow.{name} in it"
+            )
+        key, build = factories[name]
+        cache_ = frames[0].repositories
+        repository = cache_.get(key)
+        if repository is None:
+            repository = cache_[key] = build(frames[0].facade)
+        return repository
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} over {self.database!r}>"
+
+
+class UnitOfWork(UnitOfWorkBase):
     """A transaction boundary with typed repositories, used as `with uow:`.
 
     Declare repositories as class annotations; each is built once per transaction, on its session:
@@ -81,25 +256,6 @@ class UnitOfWork:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    # -- the stack of this context --------------------------------------------------------------
-
-    def _frames(self) -> tuple[_Frame, ...]:
-        return self.database._frames.get()
-
-    def _set_frames(self, frames: tuple[_Frame, ...]) -> None:
-        self.database._frames.set(frames)
-
-    def _innermost(self, what: str) -> _Frame:
-        frames = self._frames()
-        if not frames:
-            raise UnitOfWorkError(f"{what} needs an open unit of work; {_OUTSIDE}")
-        return frames[-1]
-
-    @property
-    def in_block(self) -> bool:
-        """Whether this context is inside a `with` block of a unit of work over this Database."""
-        return self.database.in_unit_of_work
-
     @property
     def session(self) -> Session:
         """The session of the current block (the same object as `db.s()` inside it).
@@ -107,24 +263,10 @@ class UnitOfWork:
         Raises:
             UnitOfWorkError: outside a `with uow:` block.
         """
-        frames = self._frames()
-        if not frames:
-            raise UnitOfWorkError(f"uow.session is only available in a block; {_OUTSIDE}")
-        return frames[0].session
-
-    # -- entering and leaving -------------------------------------------------------------------
+        return self._outermost().session
 
     def __enter__(self) -> Self:
-        frames = self._frames()
-        if frames:
-            session = frames[0].session
-            frame = _Frame(session, session.begin_nested())
-        else:
-            session = self.database.s()
-            if not session.in_transaction():
-                session.begin()
-            frame = _Frame(session, None)
-        self._set_frames((*frames, frame))
+        self._enter()
         return self
 
     def __exit__(
@@ -133,26 +275,7 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        frames = self._frames()
-        if not frames:
-            raise UnitOfWorkError("`with uow:` exited in another context than it was entered")
-        *outer, frame = frames
-        # Pop first: whatever happens below, this context is out of the block.
-        self._set_frames(tuple(outer))
-        failed = exc_type is not None
-        if outer:
-            _leave_savepoint(frame, outer[-1], failed)
-            return
-        committed = False
-        try:
-            committed = _leave_transaction(frame, failed)
-        finally:
-            self.database.s.remove()
-            frame.session._retire()
-        if committed:
-            _run_callbacks(frame.callbacks)
-
-    # -- inside a block -------------------------------------------------------------------------
+        _run_callbacks(self._exit(exc_type is not None))
 
     def commit(self) -> None:
         """Commit the work so far, run the on_commit callbacks so far, and begin again.
@@ -165,27 +288,7 @@ class UnitOfWork:
             UnitOfWorkError: outside a block, or inside a nested block (a savepoint cannot be
                 committed on its own; leave the nested block instead).
         """
-        frames = self._frames()
-        if not frames:
-            raise UnitOfWorkError(f"uow.commit() needs an open unit of work; {_OUTSIDE}")
-        if len(frames) > 1:
-            raise UnitOfWorkError(
-                "uow.commit() is only allowed in the outermost `with uow:` block: a nested block "
-                "is a savepoint, which commits with its outer transaction"
-            )
-        frame = frames[0]
-        callbacks, frame.callbacks = frame.callbacks, []
-        try:
-            _commit(frame.session)
-        except BaseException:
-            # A failed COMMIT (a deferred constraint, say) leaves SQLAlchemy's transaction
-            # half-finished: roll it back and begin again, so the block stays usable. The
-            # callbacks belonged to the work that was lost.
-            _rollback(frame.session.rollback, raise_errors=False)
-            frame.session.begin()
-            raise
-        frame.session.begin()
-        _run_callbacks(callbacks)
+        _run_callbacks(self._commit())
 
     def rollback(self) -> None:
         """Roll back the innermost block's work (its savepoint when nested) and go on in it.
@@ -195,24 +298,7 @@ class UnitOfWork:
         Raises:
             UnitOfWorkError: outside a block.
         """
-        frame = self._innermost("uow.rollback()")
-        if frame.savepoint is None:
-            frame.session.rollback()
-            frame.session.begin()
-        else:
-            if not _is_closed(frame.savepoint):
-                frame.savepoint.rollback()
-            frame.savepoint = frame.session.begin_nested()
-        frame.callbacks.clear()
-        frame.rollback_only = False
-
-    def set_rollback(self, rollback: bool) -> None:
-        """Make a clean exit of the innermost block roll back (`True`) or commit (`False`).
-
-        Raises:
-            UnitOfWorkError: outside a block.
-        """
-        self._innermost("uow.set_rollback()").rollback_only = rollback
+        self._rollback()
 
     def on_commit(self, callback: Callable[[], object], robust: bool = False) -> None:
         """Run `callback` after the outermost transaction commits; never after a rollback.
@@ -223,43 +309,17 @@ class UnitOfWork:
         otherwise it propagates and the remaining callbacks are skipped (the data is committed).
 
         Raises:
-            TypeError: `callback` is not callable (refused now, not after the commit).
+            TypeError: `callback` is not callable, or is a coroutine function (which only an
+                [`AsyncUnitOfWork`][uow.AsyncUnitOfWork] awaits); refused now, not after the
+                commit.
             UnitOfWorkError: outside a block.
         """
-        if not callable(callback):
-            raise TypeError(f"on_commit() takes a callable, not {type(callback).__name__}")
-        self._innermost("uow.on_commit()").callbacks.append((callback, robust))
-
-    # -- repositories ---------------------------------------------------------------------------
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # A descriptor per annotated name, so `uow.users` is a plain attribute lookup (no
-        # failed lookup first, as with __getattr__). Which names are repositories is known only
-        # once the annotations resolve, on first use.
-        for name in inspect.get_annotations(cls):
-            if name not in cls.__dict__:
-                setattr(cls, name, _RepositoryAttribute(name))
-
-    def _repository(self, name: str) -> Any:
-        factories = _repository_factories(type(self))
-        if name not in factories:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        frames = self._frames()
-        if not frames:
-            raise UnitOfWorkError(
-                f"{type(self).__name__}.{name} is only available inside a block: "
-                f"write `with uow:` and use uow.{name} in it"
+        if inspect.iscoroutinefunction(callback):
+            raise TypeError(
+                f"on_commit() of a sync unit of work cannot await {callback!r}: "
+                "register a plain function, or use an AsyncUnitOfWork"
             )
-        key, build = factories[name]
-        cache_ = frames[0].repositories
-        repository = cache_.get(key)
-        if repository is None:
-            repository = cache_[key] = build(frames[0].session)
-        return repository
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} over {self.database!r}>"
+        self._add_callback(callback, robust)
 
 
 class _RepositoryAttribute:
@@ -270,7 +330,7 @@ class _RepositoryAttribute:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, uow: UnitOfWork | None, owner: type[UnitOfWork]) -> Any:
+    def __get__(self, uow: UnitOfWorkBase | None, owner: type[UnitOfWorkBase]) -> Any:
         if uow is None:
             return self
         return uow._repository(self.name)
@@ -334,26 +394,39 @@ def _rollback(rollback: Callable[[], None], raise_errors: bool) -> None:
         logger.exception("rollback failed while handling another exception")
 
 
-def _run_callbacks(callbacks: list[tuple[Callable[[], object], bool]]) -> None:
+def _run_callbacks(callbacks: list[_Callback]) -> None:
     for callback, robust in callbacks:
-        if not robust:
-            callback()
-            continue
-        try:
-            callback()
-        except Exception:
-            logger.exception("on_commit callback %r failed", callback)
+        run_callback(callback, robust)
 
 
-def _build_generic(repository_class: type[Any], model: type[Any], session: Session) -> Any:
+def run_callback(callback: Callable[[], object], robust: bool) -> object:
+    """Call an on_commit callback; with `robust`, log its exception instead of raising it."""
+    if not robust:
+        return callback()
+    try:
+        return callback()
+    except Exception:
+        log_callback_failure(callback)
+        return None
+
+
+def log_callback_failure(callback: object) -> None:
+    """Log the exception being handled as `callback`'s failure."""
+    logger.exception("on_commit callback %r failed", callback)
+
+
+_REPOSITORY_CLASSES = (Repository, AsyncRepository)
+
+
+def _build_generic(repository_class: type[Any], model: type[Any], session: Any) -> Any:
     return repository_class(session, model)
 
 
-_Factories = dict[str, tuple[Any, "Callable[[Session], Any]"]]
-_factories: WeakKeyDictionary[type[UnitOfWork], _Factories] = WeakKeyDictionary()
+_Factories = dict[str, tuple[Any, "Callable[[Any], Any]"]]
+_factories: WeakKeyDictionary[type[UnitOfWorkBase], _Factories] = WeakKeyDictionary()
 
 
-def _repository_factories(cls: type[UnitOfWork]) -> _Factories:
+def _repository_factories(cls: type[UnitOfWorkBase]) -> _Factories:
     """The repository annotations of `cls`: name -> (cache key, builder from a session)."""
     factories = _factories.get(cls)
     if factories is None:
@@ -361,7 +434,7 @@ def _repository_factories(cls: type[UnitOfWork]) -> _Factories:
     return factories
 
 
-def _resolve_factories(cls: type[UnitOfWork]) -> _Factories:
+def _resolve_factories(cls: type[UnitOfWorkBase]) -> _Factories:
     try:
         hints = get_type_hints(cls)
     except NameError as error:
@@ -370,11 +443,22 @@ def _resolve_factories(cls: type[UnitOfWork]) -> _Factories:
             f"{error}. Repository types must be importable in the module defining the class."
         ) from error
     factories: _Factories = {}
+    wanted = cls._repository_class
     for name, hint in hints.items():
         origin, args = get_origin(hint), get_args(hint)
-        if isinstance(hint, type) and issubclass(hint, Repository):
+        repository_class = hint if isinstance(hint, type) else origin
+        if not isinstance(repository_class, type):
+            continue
+        if not issubclass(repository_class, _REPOSITORY_CLASSES):
+            continue
+        if not issubclass(repository_class, wanted):
+            raise UnitOfWorkError(
+                f"{cls.__name__}.{name}: a {cls.__name__} builds {wanted.__name__} classes, "
+                f"and {repository_class.__name__} is not one (annotate it "
+                f"{wanted.__name__}[Model], or a subclass of {wanted.__name__})"
+            )
+        if repository_class is hint:
             factories[name] = (hint, hint)
-        elif isinstance(origin, type) and issubclass(origin, Repository) and args:
-            model = args[0]
-            factories[name] = (hint, partial(_build_generic, origin, model))
+        elif args:
+            factories[name] = (hint, partial(_build_generic, origin, args[0]))
     return factories

@@ -1,0 +1,113 @@
+"""`AsyncDatabase`: the `AsyncEngine`, the async session factory and the context-local `adb.s`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from uow._fork import ProcessLocal
+from uow.async_session import AsyncScopedSession, AsyncSession
+from uow.database import _engine_options, _ids, configure_engine
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from contextlib import AbstractAsyncContextManager
+
+    from sqlalchemy import MetaData
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from uow._sqlite import TransactionMode
+    from uow.unit_of_work import _Frame
+
+__all__ = ["AsyncDatabase"]
+
+
+class AsyncDatabase:
+    """One database behind an async driver: its `AsyncEngine`, a session factory and `adb.s`.
+
+    Everything [`Database`][uow.Database] says holds here: no connection at creation,
+    `expire_on_commit=False`, SQLite's working SAVEPOINTs, WAL and foreign keys, lazy BEGIN,
+    replacing connections the server ended, fork safety. The engine is SQLAlchemy's
+    `AsyncEngine`; the set-up is installed on its `sync_engine`, the same code as for a
+    `Database`.
+
+    Args:
+        url: a URL with an async driver: `"postgresql+asyncpg://..."`,
+            `"postgresql+psycopg://..."` (psycopg 3's async connection) or
+            `"sqlite+aiosqlite:///app.db"`.
+        engine_options: keyword arguments for `create_async_engine` (copied, never mutated).
+        session_options: keyword arguments for the `async_sessionmaker`.
+        sqlite_transaction_mode: as for [`Database`][uow.Database].
+        lazy_begin: as for [`Database`][uow.Database].
+
+    Raises:
+        ImportError: the URL's driver is not installed; the message names the extra to
+            install (`"uow-repositories[asyncpg]"`, `"uow-repositories[aiosqlite]"`, ...).
+
+    Examples:
+        ```python
+        adb = AsyncDatabase("sqlite+aiosqlite:///app.db")
+        await adb.create_all(Base.metadata)
+        async with adb.Session() as session, session.begin():
+            session.add(User(email="ada@example.com", name="Ada"))
+        await adb.dispose()
+        ```
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        engine_options: Mapping[str, Any] | None = None,
+        session_options: Mapping[str, Any] | None = None,
+        *,
+        sqlite_transaction_mode: TransactionMode = "IMMEDIATE",
+        lazy_begin: bool = True,
+    ) -> None:
+        options = dict(engine_options or {})
+        self.url: URL
+        self.lazy_begin: bool
+        self.url, self.lazy_begin = _engine_options(url, options, lazy_begin)
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        configure_engine(self.engine.sync_engine, options, sqlite_transaction_mode, self.lazy_begin)
+
+        factory_options: dict[str, Any] = {"expire_on_commit": False}
+        factory_options.update(session_options or {})
+        self.Session: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            bind=self.engine, class_=AsyncSession, **factory_options
+        )
+        number = next(_ids)
+        self.s: AsyncScopedSession = AsyncScopedSession(self.Session, f"uow_session_{number}")
+        self._frames: ProcessLocal[tuple[_Frame, ...]] = ProcessLocal(f"uow_stack_{number}", ())
+
+    @property
+    def in_unit_of_work(self) -> bool:
+        """Whether the current context is inside an `async with uow:` block over this database."""
+        return bool(self._frames.get())
+
+    def session_scope(self) -> AbstractAsyncContextManager[None]:
+        """Close, at the end of the block, every session opened inside it (awaited).
+
+        The async counterpart of [`Database.session_scope`][uow.Database.session_scope]:
+        `async with adb.session_scope():` records every session opened through `adb.s` in
+        this context or in contexts copied from it (tasks), and closes them all at the end.
+        """
+        return self.s.scope()
+
+    async def create_all(self, metadata: MetaData) -> None:
+        """Create the tables of `metadata` that do not exist yet."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+
+    async def drop_all(self, metadata: MetaData) -> None:
+        """Drop the tables of `metadata` that exist."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(metadata.drop_all)
+
+    async def dispose(self) -> None:
+        """Close the pool's connections (`await engine.dispose()`); the database stays usable."""
+        await self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"AsyncDatabase({self.url.render_as_string(hide_password=True)!r})"

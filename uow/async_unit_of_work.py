@@ -1,0 +1,115 @@
+"""`AsyncUnitOfWork`: `async with uow:`, the same transaction logic as `UnitOfWork`.
+
+One implementation: [`UnitOfWorkBase`][uow.unit_of_work.UnitOfWorkBase] holds the frame stack,
+savepoints, commit, rollback and the repository attributes. `UnitOfWork` runs it directly; this
+class runs the same methods inside SQLAlchemy's greenlet bridge (`greenlet_spawn`), where the
+sync session's I/O awaits the async driver. The stack lives in the task's context (the bridge
+runs in the caller's context), so tasks started from outside a block each get their own session
+and transaction.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy.util import greenlet_spawn
+
+from repositories.async_repository import AsyncRepository
+from uow.unit_of_work import UnitOfWorkBase, log_callback_failure, run_callback
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from uow.async_database import AsyncDatabase
+    from uow.async_session import AsyncSession
+    from uow.unit_of_work import _Callback
+
+__all__ = ["AsyncUnitOfWork"]
+
+
+class AsyncUnitOfWork(UnitOfWorkBase):
+    """A transaction boundary with typed async repositories, used as `async with uow:`.
+
+    ```python
+    class AppUnitOfWork(AsyncUnitOfWork):
+        users: UserRepository            # an AsyncRepository[User] subclass
+        posts: AsyncRepository[Post]
+
+    uow = AppUnitOfWork(adb)
+    async with uow:
+        user = await uow.users.first_or_create(email="ada@example.com")
+        uow.on_commit(send_welcome_mail)  # a plain function or a coroutine function
+    ```
+
+    Everything [`UnitOfWork`][uow.UnitOfWork] does, it does, by running the same code: commit
+    on a clean exit, rollback on an exception (a cancelled task included), nested blocks as
+    savepoints, `set_rollback`, `on_commit`. `commit()` and `rollback()` are awaited;
+    `set_rollback()` and `on_commit()` are not. The annotations must name
+    [`AsyncRepository`][repositories.AsyncRepository] classes.
+
+    Args:
+        database: the AsyncDatabase whose context-local session the unit of work uses.
+    """
+
+    _repository_class = AsyncRepository
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self.database = database
+
+    @property
+    def session(self) -> AsyncSession:
+        """The `AsyncSession` of the current block (the same object as `adb.s()` inside it).
+
+        Raises:
+            UnitOfWorkError: outside an `async with uow:` block.
+        """
+        session: AsyncSession = self._outermost().facade
+        return session
+
+    async def __aenter__(self) -> Self:
+        await greenlet_spawn(self._enter)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await _run_callbacks(await greenlet_spawn(self._exit, exc_type is not None))
+
+    async def commit(self) -> None:
+        """See [`UnitOfWork.commit`][uow.UnitOfWork.commit]; coroutine callbacks are awaited."""
+        await _run_callbacks(await greenlet_spawn(self._commit))
+
+    async def rollback(self) -> None:
+        """See [`UnitOfWork.rollback`][uow.UnitOfWork.rollback]."""
+        await greenlet_spawn(self._rollback)
+
+    def on_commit(self, callback: Callable[[], object], robust: bool = False) -> None:
+        """Run `callback` after the outermost transaction commits; never after a rollback.
+
+        As [`UnitOfWork.on_commit`][uow.UnitOfWork.on_commit]; a coroutine function (or any
+        callable returning an awaitable) is awaited, in order with the others.
+
+        Raises:
+            TypeError: `callback` is not callable.
+            UnitOfWorkError: outside a block.
+        """
+        self._add_callback(callback, robust)
+
+
+async def _run_callbacks(callbacks: list[_Callback]) -> None:
+    for callback, robust in callbacks:
+        result: Any = run_callback(callback, robust)
+        if not inspect.isawaitable(result):
+            continue
+        if not robust:
+            await result
+            continue
+        try:
+            await result
+        except Exception:
+            log_callback_failure(callback)
