@@ -73,5 +73,6 @@ def _roll_back_first_write(connection: Connection) -> None:
         return  # the connection is gone, or the write never reached the server
     info.pop(FAILED, None)
     # The driver is in autocommit mode and SQLAlchemy's transaction is only bookkeeping
-    # there: ending the server's transaction is the driver's rollback(), nothing more.
-    connection.connection.dbapi_connection.rollback()  # type: ignore[union-attr]
+    # there: ending the server's transaction is the dialect's rollback, nothing more (the
+    # driver's rollback(), or, for asyncpg, a ROLLBACK the session side makes it send).
+    connection.dialect.do_rollback(connection.connection)

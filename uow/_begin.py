@@ -7,8 +7,18 @@ COMMIT or ROLLBACK), and on SQLite a read-only block never takes the write lock.
 runs in autocommit mode; just before the first write of a transaction (a flush, a bulk
 statement, `UPDATE`/`DELETE`, a `SELECT ... FOR UPDATE`, a SAVEPOINT, DDL, or any SQL text,
 which cannot be told apart from a write) we send BEGIN ourselves, and the driver's `commit()`
-and `rollback()` end that transaction (psycopg 3 and sqlite3 send COMMIT/ROLLBACK whenever
-the server is in a transaction, autocommit or not, and nothing otherwise).
+and `rollback()` end that transaction (psycopg 3, sync or async, and sqlite3, under aiosqlite
+too, send COMMIT/ROLLBACK whenever the server is in a transaction, autocommit or not, and
+nothing otherwise).
+
+asyncpg is driven through SQLAlchemy's adapter, which keeps its own transaction object: in
+autocommit mode it never starts one, and its `commit()`/`rollback()` only end the one it
+started, so a BEGIN sent by hand would never end. On asyncpg engines the dialect's
+`do_commit`/`do_rollback` therefore send COMMIT/ROLLBACK themselves whenever asyncpg says the
+connection is in a transaction (`is_in_transaction()`, known locally, no round trip), after
+the adapter has ended any transaction of its own (a connection given another isolation level).
+BEGIN, COMMIT and ROLLBACK go through asyncpg's simple query protocol: one round trip each,
+where the adapter's cursor would first prepare them.
 
 Eager BEGIN (a transaction from the first statement) stays where reads must share a snapshot:
 REPEATABLE READ and SERIALIZABLE, and when the user opts out (`lazy_begin=False`).
@@ -22,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.sql import Select, visitors
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, TextClause
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.util import await_
 
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 
@@ -38,13 +50,20 @@ __all__ = [
     "around_each_execution",
     "install",
     "install_eager",
+    "send",
     "supports_lazy_begin",
 ]
 
 # The drivers whose commit() and rollback() end a transaction that was begun by hand while
-# the connection is in autocommit mode (psycopg2, for one, would leave it open).
+# the connection is in autocommit mode (psycopg2, for one, would leave it open), or, for
+# asyncpg, whose dialect we make end it (see the module's docstring).
 _LAZY_DRIVERS = frozenset(
-    {("postgresql", "psycopg"), ("sqlite", "pysqlite"), ("sqlite", "aiosqlite")}
+    {
+        ("postgresql", "psycopg"),
+        ("postgresql", "asyncpg"),
+        ("sqlite", "pysqlite"),
+        ("sqlite", "aiosqlite"),
+    }
 )
 _SNAPSHOT_LEVELS = frozenset({"REPEATABLE READ", "SERIALIZABLE"})
 
@@ -78,9 +97,7 @@ def install(engine: Engine, begin_statement: str) -> None:
             return  # AUTOCOMMIT wants no transaction; another level makes the driver begin
         if _can_run_outside_a_transaction(connection, context):
             return
-        # On the connection, not the statement's cursor: that may be a server-side cursor,
-        # which would wrap the statement in DECLARE.
-        connection.connection.dbapi_connection.execute(begin_statement)  # type: ignore[union-attr]
+        send(connection.connection.dbapi_connection, begin_statement)
         info[BEGUN] = True
 
     def around(execute: Execute, call: ExecuteCall) -> None:
@@ -90,7 +107,49 @@ def install(engine: Engine, begin_statement: str) -> None:
 
     event.listen(engine.pool, "connect", on_connect)
     around_each_execution(engine, around)
+    if engine.dialect.driver == "asyncpg":
+        _end_transactions_begun_by_hand(engine)
     # uow._transactions forgets BEGUN at each begin and rollback.
+
+
+def send(dbapi_connection: Any, statement: str) -> None:
+    """Send a transaction statement (BEGIN, COMMIT, ROLLBACK) on a DBAPI connection.
+
+    On the connection, not a statement's cursor: that may be a server-side cursor, which would
+    wrap the statement in DECLARE. For asyncpg (behind SQLAlchemy's adapter) through asyncpg's
+    simple query protocol, in one round trip, its errors translated as the adapter's cursor
+    translates them (SQLAlchemy then recognises a lost connection).
+    """
+    if not isinstance(dbapi_connection, AsyncAdapt_asyncpg_connection):
+        dbapi_connection.execute(statement)
+        return
+    try:
+        await_(dbapi_connection.driver_connection.execute(statement))
+    except Exception as error:
+        dbapi_connection._handle_exception(error)
+
+
+def _end_transactions_begun_by_hand(engine: Engine) -> None:
+    """Make an asyncpg engine's COMMIT and ROLLBACK end the transactions BEGIN began by hand.
+
+    SQLAlchemy's asyncpg adapter ends only a transaction it started itself, which it never does
+    in autocommit mode. After it has had its turn, whatever transaction asyncpg still reports
+    is one we began: COMMIT or ROLLBACK is sent for it. A closed connection has none to end.
+    """
+    dialect: Any = engine.dialect  # one per engine: create_engine makes a new one
+
+    def ending(end: Callable[[Any], None], statement: str) -> Callable[[Any], None]:
+        def end_by_hand_too(pooled: Any) -> None:
+            end(pooled)
+            adapter = pooled.dbapi_connection
+            driver = adapter.driver_connection
+            if not driver.is_closed() and driver.is_in_transaction():
+                send(adapter, statement)
+
+        return end_by_hand_too
+
+    dialect.do_commit = ending(dialect.do_commit, "COMMIT")
+    dialect.do_rollback = ending(dialect.do_rollback, "ROLLBACK")
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,9 @@ def install(engine: Engine) -> None:
             commit(pooled)
             return
         # Roll back here, before raising: SQLAlchemy marks its transaction finished when its
-        # COMMIT fails, and would not send a ROLLBACK afterwards.
-        pooled.dbapi_connection.rollback()
+        # COMMIT fails, and would not send a ROLLBACK afterwards. Through the dialect, whose
+        # rollback ends a transaction begun by hand on every driver (asyncpg: uow._begin).
+        dialect.do_rollback(pooled)
         raise aborted(error) from error
 
     dialect.do_commit = commit_unless_aborted
@@ -88,14 +89,21 @@ def install(engine: Engine) -> None:
 
 
 def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
-    """Whether the server transaction is aborted: psycopg knows exactly; for other drivers the
-    last error recorded in it stands for that (an error the client raised before sending
-    anything aborts nothing, and psycopg's answer tells it apart)."""
+    """Whether the server transaction is aborted.
+
+    psycopg knows exactly (sync, or async through SQLAlchemy's adapter, which passes its `info`
+    on). For other drivers the last error recorded in the transaction stands for that, unless
+    the driver says the server never sent it: an error without a SQLSTATE was raised by the
+    client before anything was sent (asyncpg encoding a parameter) and aborted nothing.
+    """
     info = getattr(dbapi_connection, "info", None)
     status = getattr(getattr(info, "transaction_status", None), "name", None)
     if status is not None:
         return bool(status == "INERROR")
-    return error is not None
+    if error is None:
+        return False
+    driver_error = getattr(error, "orig", None)  # what SQLAlchemy wrapped
+    return getattr(driver_error, "sqlstate", "unknown") is not None
 
 
 def _remember(connection: Connection, dialect: Any, error: Exception, call: ExecuteCall) -> None:
