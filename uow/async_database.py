@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from uow._fork import ProcessLocal
+from uow._urls import resolve_url
 from uow.async_session import AsyncScopedSession, AsyncSession
 from uow.database import _engine_options, _ids, configure_engine
 
@@ -36,7 +37,10 @@ class AsyncDatabase:
     Args:
         url: a URL with an async driver: `"postgresql+asyncpg://..."`,
             `"postgresql+psycopg://..."` (psycopg 3's async connection) or
-            `"sqlite+aiosqlite:///app.db"`.
+            `"sqlite+aiosqlite:///app.db"`. A URL that names no driver gets an installed
+            async one: `postgresql://` (and `postgres://`) psycopg (3), else asyncpg;
+            `sqlite://` aiosqlite. A sync-only driver named in the URL (psycopg2, pysqlite)
+            is SQLAlchemy's `InvalidRequestError`.
         engine_options: keyword arguments for `create_async_engine` (copied, never mutated).
         session_options: keyword arguments for the `async_sessionmaker`.
         sqlite_transaction_mode: as for [`Database`][uow.Database].
@@ -66,6 +70,8 @@ class AsyncDatabase:
         lazy_begin: bool = True,
     ) -> None:
         options = dict(engine_options or {})
+        # An installed async driver for a URL that names none (see Args).
+        url = resolve_url(url, check_driver="module" not in options, is_async=True)
         self.url: URL
         self.lazy_begin: bool
         self.url, self.lazy_begin = _engine_options(url, options, lazy_begin)
