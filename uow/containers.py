@@ -1,4 +1,5 @@
-"""`DatabaseContainer`: the dependency-injector container that builds and disposes a Database."""
+"""`DatabaseContainer` and `AsyncDatabaseContainer`: the dependency-injector containers that build
+a Database (or an AsyncDatabase) and dispose of it."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from dependency_injector import containers, providers
 from uow.settings import DatabaseSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import AsyncIterator, Iterator, Mapping
 
+    from sqlalchemy.ext.asyncio import async_sessionmaker
     from sqlalchemy.orm import sessionmaker
 
+    from uow.async_database import AsyncDatabase
+    from uow.async_session import AsyncSession
     from uow.database import Database
     from uow.session import Session
 
-__all__ = ["DatabaseContainer"]
+__all__ = ["AsyncDatabaseContainer", "DatabaseContainer"]
 
 
 def _load_settings(overrides: Mapping[str, Any] | None) -> DatabaseSettings:
@@ -72,3 +76,60 @@ class DatabaseContainer(containers.DeclarativeContainer):
     settings = providers.Singleton(_load_settings, config)
     database = providers.Resource(_open_database, settings)
     session_factory = providers.Callable(_session_factory, database)
+
+
+async def _open_async_database(settings: DatabaseSettings) -> AsyncIterator[AsyncDatabase]:
+    database = settings.create_async_database()
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def _async_session_factory(database: AsyncDatabase) -> async_sessionmaker[AsyncSession]:
+    return database.Session
+
+
+class AsyncDatabaseContainer(containers.DeclarativeContainer):
+    """One [`AsyncDatabase`][uow.AsyncDatabase], configured from `DATABASE_*` variables and
+    disposed (awaited) at shutdown.
+
+    The same settings as [`DatabaseContainer`][uow.containers.DatabaseContainer]; the URL's
+    driver must be async (`postgresql+asyncpg://`, `postgresql+psycopg://`,
+    `sqlite+aiosqlite://`; a driverless `sqlite://` URL gets aiosqlite), else the first use
+    raises [`SettingsError`][uow.settings.SettingsError] naming `DATABASE_URL`.
+
+    Providers:
+
+    - `config`: values that win over the environment, keyed by
+      [`DatabaseSettings`][uow.settings.DatabaseSettings] field; empty by default.
+    - `settings`: the `DatabaseSettings` built from `config` and the environment, once, on first
+      use (a Singleton). Nothing is read at import or when the container is created.
+    - `async_database`: the `AsyncDatabase` (an async Resource). Its first use creates it (no
+      connection is opened until a query) and is awaited: `await container.async_database()`
+      (typed: `await container.async_database.async_()`); dependency-injector's `@inject`
+      awaits it for an `async def`. `await container.shutdown_resources()` disposes its engine.
+    - `session_factory`: the AsyncDatabase's `async_sessionmaker` (`async_database.Session`),
+      for code that wants plain sessions; awaited like `async_database`.
+
+    Everything built on `async_database` is awaited too (dependency-injector's async mode): a
+    unit of work is `await container.uow()`, or injected into an `async def` endpoint:
+
+    ```python
+    class Container(containers.DeclarativeContainer):
+        db = providers.Container(AsyncDatabaseContainer)
+        uow = providers.Singleton(AppUnitOfWork, db.async_database)  # an AsyncUnitOfWork
+        user_service = providers.Factory(UserService, uow=uow)
+    ```
+
+    Tests swap the database: `container.db.async_database.override(providers.Object(test_adb))`.
+    An object is not awaitable: while it overrides, the providers return their values as they
+    are (`@inject` takes either), unless `container.db.async_database.enable_async_mode()` was
+    called, which keeps every call awaitable. The container never disposes an overriding
+    AsyncDatabase: the test does, on its event loop.
+    """
+
+    config = providers.Configuration()
+    settings = providers.Singleton(_load_settings, config)
+    async_database = providers.Resource(_open_async_database, settings)
+    session_factory = providers.Callable(_async_session_factory, async_database)

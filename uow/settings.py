@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from uow._urls import resolve_url
+from uow.async_database import AsyncDatabase
 from uow.database import Database
 from uow.errors import DriverNotInstalledError, SettingsError
 
@@ -30,6 +31,10 @@ DEFAULT_DATABASE_URL = "sqlite:///app.db"
 """The URL used when `DATABASE_URL` is unset: an embedded SQLite file in the working directory."""
 
 _EXAMPLE_URL = "postgresql+psycopg://user:password@host/dbname"
+
+# What to write instead, in the messages of a URL whose driver is of the wrong kind.
+_ASYNC_DRIVERS = "postgresql+asyncpg://, postgresql+psycopg:// or sqlite+aiosqlite://"
+_SYNC_DRIVERS = "postgresql+psycopg://, sqlite:// or another sync driver"
 
 # Settings that become `create_engine` keyword arguments when they are set. Left unset, the
 # dialect's own defaults apply (SQLite's in-memory pool takes no pool size, for example).
@@ -241,14 +246,69 @@ class DatabaseSettings(BaseSettings):
         return {"expire_on_commit": self.expire_on_commit}
 
     def create_database(self) -> Database:
-        """A new [`Database`][uow.Database] built from these settings (opens no connection)."""
-        return Database(
-            self.url,
-            engine_options=self.engine_options(),
-            session_options=self.session_options(),
-            sqlite_transaction_mode=self.sqlite_transaction_mode,
-            lazy_begin=self.lazy_begin,
-        )
+        """A new [`Database`][uow.Database] built from these settings (opens no connection).
+
+        Raises:
+            SettingsError: the URL names an async driver (`asyncpg`, `aiosqlite`), which a
+                `Database` cannot use; the message names `DATABASE_URL` and what to use.
+        """
+        url = make_url(self.url)
+        if url.get_dialect().is_async:
+            raise SettingsError(
+                _invalid(
+                    f"{url.drivername!r} is an async driver, which a Database cannot use: "
+                    f"use create_async_database() (or AsyncDatabaseContainer) for an "
+                    f"AsyncDatabase, or a URL with a sync driver: {_SYNC_DRIVERS}"
+                )
+            )
+        return Database(self.url, **self._database_options())
+
+    def create_async_database(self) -> AsyncDatabase:
+        """A new [`AsyncDatabase`][uow.AsyncDatabase] built from these settings (no connection).
+
+        The same options as [`create_database`][uow.settings.DatabaseSettings.create_database];
+        the URL's driver must work with asyncio: `postgresql+asyncpg://`, `postgresql+psycopg://`
+        (psycopg 3 serves both) or `sqlite+aiosqlite://`. A SQLite URL that names no driver
+        (`sqlite:///app.db`, the default) gets `aiosqlite`, as a PostgreSQL URL without one gets
+        the installed driver.
+
+        Raises:
+            SettingsError: the URL names a sync-only driver (`sqlite+pysqlite`, `psycopg2`,
+                `pg8000`); the message names `DATABASE_URL` and the async drivers.
+            ImportError: the async driver is not installed; the message says what to install.
+
+        Examples:
+            ```python
+            settings = DatabaseSettings(url="sqlite:///app.db")
+            adb = settings.create_async_database()
+            assert adb.url.drivername == "sqlite+aiosqlite"
+            ```
+        """
+        return AsyncDatabase(self._async_url(), **self._database_options())
+
+    def _database_options(self) -> dict[str, Any]:
+        """The keyword arguments that `Database` and `AsyncDatabase` take after the URL."""
+        return {
+            "engine_options": self.engine_options(),
+            "session_options": self.session_options(),
+            "sqlite_transaction_mode": self.sqlite_transaction_mode,
+            "lazy_begin": self.lazy_begin,
+        }
+
+    def _async_url(self) -> str:
+        """The URL's text with an async driver: the default one for a driverless SQLite URL."""
+        text = self.url.render_as_string(hide_password=False)
+        url = make_url(text)
+        if url.drivername == "sqlite":
+            return f"sqlite+aiosqlite://{text.partition('://')[2]}"
+        if not url.get_dialect(_is_async=True).is_async:
+            raise SettingsError(
+                _invalid(
+                    f"{url.drivername!r} is a sync driver, which an AsyncDatabase cannot use; "
+                    f"use an async one: {_ASYNC_DRIVERS}"
+                )
+            )
+        return text
 
 
 @functools.cache
@@ -256,6 +316,11 @@ def _source_arguments() -> frozenset[str]:
     """pydantic-settings' own keyword arguments (`_env_file`, ...): not settings, not typos."""
     parameters = inspect.signature(BaseSettings.__init__).parameters
     return frozenset(name for name in parameters if name.startswith("_") and name[1] != "_")
+
+
+def _invalid(url_problem: str) -> str:
+    """The message of a SettingsError about `DATABASE_URL`, worded as a validation error's."""
+    return f"invalid database settings:\n  {ENV_PREFIX}URL: {url_problem}"
 
 
 def _describe(err: ValidationError) -> str:
