@@ -269,8 +269,9 @@ class DatabaseSettings(BaseSettings):
         The same options as [`create_database`][uow.settings.DatabaseSettings.create_database];
         the URL's driver must work with asyncio: `postgresql+asyncpg://`, `postgresql+psycopg://`
         (psycopg 3 serves both) or `sqlite+aiosqlite://`. A SQLite URL that names no driver
-        (`sqlite:///app.db`, the default) gets `aiosqlite`, as a PostgreSQL URL without one gets
-        the installed driver.
+        (`sqlite:///app.db`, the default) gets `aiosqlite`. A PostgreSQL URL without a driver
+        has the sync driver chosen when the settings were read (psycopg, which serves async
+        code too, when installed); name `postgresql+asyncpg://` to use asyncpg.
 
         Raises:
             SettingsError: the URL names a sync-only driver (`sqlite+pysqlite`, `psycopg2`,
@@ -296,11 +297,11 @@ class DatabaseSettings(BaseSettings):
         }
 
     def _async_url(self) -> str:
-        """The URL's text with an async driver: the default one for a driverless SQLite URL."""
+        """The URL's text, checked to suit an AsyncDatabase."""
         text = self.url.render_as_string(hide_password=False)
         url = make_url(text)
-        if url.drivername == "sqlite":
-            return f"sqlite+aiosqlite://{text.partition('://')[2]}"
+        if url.drivername == "sqlite":  # no driver named: AsyncDatabase gives it aiosqlite
+            return text
         if not url.get_dialect(_is_async=True).is_async:
             raise SettingsError(
                 _invalid(
