@@ -10,11 +10,13 @@ on the session's connection, and returns the object already in the identity map 
 is one, loading its unloaded columns from the row as the ORM does. The objects are ordinary
 persistent objects of the session: changes to them are flushed, lazy relationships load.
 
-Every other case goes through the ORM: a model with inheritance, a column that is not a plain
-column of its table (deferred, `column_property`, `query_expression`), a relationship that is
-not lazy, `load`/`refresh` listeners (`@reconstructor`, composites), a nullable primary key,
-and sessions with `do_orm_execute` or `loaded_as_persistent` listeners (which may rewrite the
-statement or watch each load).
+Every other case goes through the ORM: a query with loader options (`select_related`,
+`prefetch_related`, `options`), a model with inheritance, a column that is not a plain column of
+its table (deferred, `column_property`, `query_expression`), a relationship that is not lazy,
+`load`/`refresh` listeners (`@reconstructor`, composites), a nullable primary key, and sessions
+with `do_orm_execute` or `loaded_as_persistent` listeners (which may rewrite the statement or
+watch each load). There, a collection joined into the rows (`joinedload`) is refused up front:
+its parent's rows may span two chunks.
 """
 
 from __future__ import annotations
@@ -47,16 +49,43 @@ _PLAIN_COLUMN = (("deferred", False), ("instrument", True))
 
 
 def stream(
-    session: Session, model: type[Any], statement: Select[Any], chunk_size: int
+    session: Session,
+    model: type[Any],
+    statement: Select[Any],
+    chunk_size: int,
+    *,
+    eager: bool = False,
 ) -> Iterator[Any]:
     """The objects of `statement` (a `select(model)`), fetched `chunk_size` rows at a time.
 
+    `eager`: the statement carries loader options, which only the ORM's loader applies.
     Returns a generator: no SQL runs before its first `next()`.
+
+    Raises:
+        ValueError: the statement joins a collection into its rows (`joinedload`), which a
+            stream cannot split into chunks.
     """
-    loader = _loader_for(inspect(model))
+    loader = None if eager else _loader_for(inspect(model))
     if loader is None or not _plain_session(session):
+        _check_chunkable(session, model, statement)
         return _orm_stream(session, statement, chunk_size)
     return loader.stream(session, statement, chunk_size)
+
+
+def _check_chunkable(session: Session, model: type[Any], statement: Select[Any]) -> None:
+    """Refuse, before any SQL, what SQLAlchemy would refuse at the first row: yield_per with a
+    collection joined into the rows (one object's rows may span two chunks). Compiling the
+    statement answers it exactly, mapper defaults (`lazy="joined"`) and nested options
+    included; it costs one compilation per stream."""
+    dialect = session.get_bind(mapper=inspect(model), clause=statement).dialect
+    compile_state = statement.compile(dialect=dialect).compile_state
+    if getattr(compile_state, "multi_row_eager_loaders", False):
+        raise ValueError(
+            f"iterator() cannot stream {model.__name__} objects with a collection joined into "
+            "their rows (joinedload, or lazy='joined' on the relationship): one object's rows "
+            "may span two chunks. Load collections with prefetch_related(...) or "
+            "options(selectinload(...)), one more SELECT per chunk"
+        )
 
 
 def _plain_session(session: Session) -> bool:

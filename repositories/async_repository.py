@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import ColumnElement, Select
     from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.sql.base import ExecutableOption
 
     from repositories.query import Query
 
@@ -82,6 +83,18 @@ class AsyncQuery(Generic[ModelT]):
     def select_for_update(self) -> AsyncQuery[ModelT]:
         """See [`Query.select_for_update`][repositories.Query.select_for_update]."""
         return AsyncQuery(self._query.select_for_update())
+
+    def select_related(self, *names: str | None) -> AsyncQuery[ModelT]:
+        """See [`Query.select_related`][repositories.Query.select_related]."""
+        return AsyncQuery(self._query.select_related(*names))
+
+    def prefetch_related(self, *names: str | None) -> AsyncQuery[ModelT]:
+        """See [`Query.prefetch_related`][repositories.Query.prefetch_related]."""
+        return AsyncQuery(self._query.prefetch_related(*names))
+
+    def options(self, *options: ExecutableOption) -> AsyncQuery[ModelT]:
+        """See [`Query.options`][repositories.Query.options]."""
+        return AsyncQuery(self._query.options(*options))
 
     @overload
     def __getitem__(self, key: int) -> Coroutine[Any, Any, ModelT]: ...

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from repositories._checks import check_positive_int
 from repositories._dialects import BIGINT_MAX, dialect_name
+from repositories._eager import check_options, check_paths, loader_options
 from repositories._fields import check_columns, check_fields
 from repositories._streaming import stream
 from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned
@@ -33,7 +34,11 @@ from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
+    from sqlalchemy import ScalarResult
     from sqlalchemy.orm import Session
+    from sqlalchemy.sql.base import ExecutableOption
+
+    from repositories._eager import Kind
 
 __all__ = ["Query"]
 
@@ -49,9 +54,10 @@ _orderings: WeakKeyDictionary[type[Any], dict[str, Any]] = WeakKeyDictionary()
 class Query(Generic[ModelT]):
     """A lazy query: nothing runs until a terminal method (`all`, `first`, `count`, ...).
 
-    Every chaining method (`filter`, `exclude`, `order_by`, slicing) returns a new `Query`; the
-    original never changes, so a query can be kept and refined in several directions. Lookups
-    are validated when they are given, so a bad field name raises
+    Every chaining method (`filter`, `exclude`, `order_by`, `select_related`,
+    `prefetch_related`, `options`, slicing) returns a new `Query`; the original never changes,
+    so a query can be kept and refined in several directions. Lookups and relationship names
+    are validated when they are given, so a bad name raises
     [`FieldError`][uow.errors.FieldError] before any SQL. Raw SQLAlchemy expressions can be
     passed positionally to `filter`/`exclude`, and `statement()` gives the `Select` to extend.
 
@@ -59,6 +65,7 @@ class Query(Generic[ModelT]):
         ```python
         adults = uow.users.filter(age__gte=18).exclude(email__endswith="@example.org")
         oldest_first = adults.order_by("-age", "email")[:10].all()
+        with_posts = adults.prefetch_related("posts").all()  # 2 statements, not 1 + N
         ```
     """
 
@@ -67,6 +74,7 @@ class Query(Generic[ModelT]):
         "_empty",
         "_for_update",
         "_limit",
+        "_loads",
         "_model",
         "_offset",
         "_order",
@@ -87,6 +95,7 @@ class Query(Generic[ModelT]):
         for_update: bool = False,
         params: Mapping[str, Any] = _NO_PARAMS,
         cacheable: bool = True,
+        loads: tuple[Any, ...] = (),
     ) -> None:
         self._session = session
         self._model = model
@@ -103,6 +112,9 @@ class Query(Generic[ModelT]):
         # template, a field's ordering): then the statements of this query's shape are kept
         # too, and reused by every query of that shape.
         self._cacheable = cacheable
+        # What to load with the objects: ("select" | "prefetch", "author__publisher") pairs,
+        # which are part of the query's shape, and raw loader options (see repositories._eager).
+        self._loads = loads
 
     @property
     def model(self) -> type[ModelT]:
@@ -119,6 +131,7 @@ class Query(Generic[ModelT]):
             "for_update": self._for_update,
             "params": self._params,
             "cacheable": self._cacheable,
+            "loads": self._loads,
         }
         state.update(changes)
         return Query(self._session, self._model, **state)
@@ -220,6 +233,90 @@ class Query(Generic[ModelT]):
         """
         return self._copy(for_update=True)
 
+    # -- eager loading --------------------------------------------------------------------------
+
+    def select_related(self, *names: str | None) -> Query[ModelT]:
+        """Load these many-to-one or one-to-one relationships in the same SELECT (a JOIN).
+
+        Django's `select_related`: `"author"`, or a chain through related models
+        (`"author__publisher"`). SQLAlchemy's `joinedload`, a LEFT OUTER JOIN per step, so an
+        object whose key is NULL is still returned (with None). Calls add up;
+        `select_related(None)` forgets the earlier ones. With `select_for_update()` only the
+        query's own rows are locked (`FOR UPDATE OF`), not the joined ones.
+
+        Raises:
+            FieldError: a name is not a relationship (the message lists the model's), or is a
+                collection (use `prefetch_related`). Before any SQL.
+            TypeError: no name is given.
+
+        Examples:
+            ```python
+            posts = uow.posts.filter(title__startswith="Post").select_related("author").all()
+            names = [post.author.name for post in posts]  # no more SQL
+            ```
+        """
+        if len(names) == 1 and names[0] is None:
+            return self._copy(loads=_without(self._loads, "select"))
+        if not names:
+            raise TypeError(
+                "select_related() takes the relationships to join, e.g. "
+                "select_related('author'); Django's form without names, which follows every "
+                "foreign key, is not supported"
+            )
+        return self._with_loads("select", names)
+
+    def prefetch_related(self, *names: str | None) -> Query[ModelT]:
+        """Load these relationships, collections included, with one more SELECT each.
+
+        Django's `prefetch_related`: `"posts"`, or a chain (`"posts__comments"`, one SELECT per
+        step), whatever the number of objects. SQLAlchemy's `selectinload` (`WHERE key IN
+        (...)`); it works with `paginate`, slicing and `iterator()` (one SELECT per chunk).
+        Calls add up; `prefetch_related(None)` forgets the earlier ones.
+
+        Raises:
+            FieldError: a name is not a relationship (the message lists the model's), before
+                any SQL.
+
+        Examples:
+            ```python
+            users = uow.users.filter(age__gte=18).prefetch_related("posts").all()
+            titles = {user.email: [post.title for post in user.posts] for user in users}
+            ```
+        """
+        if len(names) == 1 and names[0] is None:
+            return self._copy(loads=_without(self._loads, "prefetch"))
+        return self._with_loads("prefetch", names)
+
+    def options(self, *options: ExecutableOption) -> Query[ModelT]:
+        """Apply SQLAlchemy loader options: `options(selectinload(User.posts))`.
+
+        For what `select_related`/`prefetch_related` do not say: `raiseload("*")`,
+        `load_only(...)`, `joinedload(...).selectinload(...)`, `with_loader_criteria(...)`.
+        The options apply to every reading terminal; `count`, `exists`, `update` and `delete`
+        ignore them. `iterator()` refuses a collection loaded with `joinedload`, whose rows
+        cannot be streamed in chunks (use `selectinload`).
+
+        Raises:
+            TypeError: an argument is not a SQLAlchemy option.
+            FieldError: a loader option starts from another model.
+        """
+        checked = check_options(self._model, options)
+        if not checked:
+            return self._copy()
+        # Raw options are objects of the caller's: they cannot name a kept statement, and may
+        # carry bind parameters of their own, so the template values are bound in.
+        return self._copy(
+            loads=(*self._loads, *checked),
+            where=self._bound_where(),
+            params=_NO_PARAMS,
+            cacheable=False,
+        )
+
+    def _with_loads(self, kind: Kind, names: tuple[str | None, ...]) -> Query[ModelT]:
+        paths = check_paths(self._model, kind, names)
+        new = tuple((kind, path) for path in paths if (kind, path) not in self._loads)
+        return self._copy(loads=(*self._loads, *dict.fromkeys(new)))
+
     @overload
     def __getitem__(self, key: int) -> ModelT: ...
     @overload
@@ -271,8 +368,13 @@ class Query(Generic[ModelT]):
             statement = statement.limit(self._limit)
         if self._offset:
             statement = statement.offset(self._offset)
+        if self._loads:
+            statement = statement.options(*loader_options(self._model, self._loads))
         if self._for_update:
-            statement = statement.with_for_update()
+            # Joined rows are not locked: PostgreSQL refuses FOR UPDATE on the nullable side
+            # of an outer join, and prefetched rows are read by statements of their own.
+            of = self._model if self._loads else None
+            statement = statement.with_for_update(of=of)
         return statement
 
     def _bound_where(self) -> tuple[ColumnElement[bool], ...]:
@@ -305,6 +407,7 @@ class Query(Generic[ModelT]):
             self._offset,
             self._empty,
             self._for_update,
+            self._loads,
         )
         statements = _statements.setdefault(self._model, {})
         statement = statements.get(key)
@@ -324,7 +427,15 @@ class Query(Generic[ModelT]):
         if self._nothing():
             return []
         statement = self._kept("all", self._select)
-        return list(self._session.scalars(statement, self._params).all())
+        return list(self._rows(statement).all())
+
+    def _rows(self, statement: Select[Any]) -> ScalarResult[Any]:
+        rows = self._session.scalars(statement, self._params)
+        if self._cacheable or all(isinstance(load, tuple) for load in self._loads):
+            return rows  # no raw options, and select_related joins no collection
+        # A collection joined by a raw option repeats its parent on each of its rows:
+        # SQLAlchemy requires uniquing them (harmless otherwise: a row is one object).
+        return rows.unique()
 
     def __iter__(self) -> Iterator[ModelT]:
         return iter(self.all())
@@ -342,7 +453,7 @@ class Query(Generic[ModelT]):
                 statement = statement.limit(1)
             return statement
 
-        return self._session.scalars(self._kept("first", build), self._params).first()
+        return self._rows(self._kept("first", build)).first()
 
     def one(self) -> ModelT:
         """Exactly one matching object (Django's `get`).
@@ -370,7 +481,7 @@ class Query(Generic[ModelT]):
         def build() -> Select[Any]:
             if self._limit is None and not self._offset:
                 return select(func.count()).select_from(self._model).where(*self._where)
-            inner = self._copy(order=())._select().subquery()
+            inner = self._copy(order=(), loads=())._select().subquery()
             return select(func.count()).select_from(inner)
 
         return int(self._session.scalar(self._kept("count", build), self._params) or 0)
@@ -406,7 +517,9 @@ class Query(Generic[ModelT]):
         # The arguments are checked now, when iterator() is called, and the SQL runs at the
         # first next(): a streaming response has sent its headers by then, too late for a
         # ValueError.
-        return stream(self._session, self._model, self.statement(), chunk_size)
+        return stream(
+            self._session, self._model, self.statement(), chunk_size, eager=bool(self._loads)
+        )
 
     def paginate(
         self,
@@ -482,6 +595,10 @@ class Query(Generic[ModelT]):
 
 def _primary_key(model: type[Any]) -> tuple[Any, ...]:
     return tuple(inspect(model).primary_key)
+
+
+def _without(loads: tuple[Any, ...], kind: Kind) -> tuple[Any, ...]:
+    return tuple(load for load in loads if not (isinstance(load, tuple) and load[0] == kind))
 
 
 def _relationships(model: type[Any]) -> set[str]:

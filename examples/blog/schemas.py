@@ -39,3 +39,13 @@ class PostOut(BaseModel):
     def _in_utc(cls, value: datetime) -> datetime:
         # SQLite keeps no time zone; the blog stores UTC, so a naive time read back is UTC.
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class PostDetail(PostOut):
+    """A post with its author nested, as a feed shows it.
+
+    Validating it reads `post.author`: load the authors with the posts
+    (`select_related("author")`), or each post of a page costs one more SELECT.
+    """
+
+    author: UserOut

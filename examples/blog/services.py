@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from repositories import DoesNotExist, Page
 
-from .schemas import PostIn, PostOut, UserIn, UserOut
+from .schemas import PostDetail, PostIn, PostOut, UserIn, UserOut
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +63,11 @@ class PostService:
     def by_author(self, author_id: int, page: int, per_page: int) -> Page[PostOut]:
         with self.uow:
             return self.uow.posts.by_author(author_id, page, per_page).map(PostOut)
+
+    def recent(self, page: int, per_page: int) -> Page[PostDetail]:
+        """The newest posts, each with its author (PostDetail nests it)."""
+        with self.uow:
+            return self.uow.posts.recent(page, per_page).map(PostDetail)
 
     def mark_welcomed(self, post_id: int) -> bool:
         """Flag the post as welcomed; False when it is gone. Safe to run twice."""

@@ -18,7 +18,7 @@ from repositories import Page
 from uow.integrations.fastapi import DatabaseMiddleware, install_exception_handlers, lifespan
 
 from ..blog.containers import Container, create_tables
-from ..blog.schemas import PostIn, PostOut, UserIn, UserOut
+from ..blog.schemas import PostDetail, PostIn, PostOut, UserIn, UserOut
 from ..blog.services import PostService, UserService
 
 router = APIRouter()
@@ -66,6 +66,13 @@ def posts_by_author(
     user_id: int, posts: Posts, page: PageNumber = 1, per_page: PerPage = 20
 ) -> Page[PostOut]:
     return posts.by_author(user_id, page, per_page)
+
+
+@router.get("/posts")
+@inject
+def recent_posts(posts: Posts, page: PageNumber = 1, per_page: PerPage = 20) -> Page[PostDetail]:
+    """The newest posts with their authors: two statements per page (see PostService.recent)."""
+    return posts.recent(page, per_page)
 
 
 def create_app(container: Container | None = None) -> FastAPI:
