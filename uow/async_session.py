@@ -47,13 +47,17 @@ class _BridgedSession(Session):
 
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
         if not in_greenlet():
-            raise _lazy_load_error(statement)
+            raise _lazy_load_error(statement, kwargs.get("execution_options"))
         return super().execute(statement, *args, **kwargs)
 
 
-def _lazy_load_error(statement: Any) -> LazyLoadError:
+def _lazy_load_error(statement: Any, execution_options: Any = None) -> LazyLoadError:
+    # The lazy loader passes the object it loads for in its load options
+    # (execution_options["_sa_orm_load_options"]), and the relationship's path in the
+    # statement's compile options.
+    load_options = (execution_options or {}).get("_sa_orm_load_options")
+    state = getattr(load_options, "_lazy_loaded_from", None)
     options = getattr(statement, "_compile_options", None)
-    state = getattr(options, "_lazy_loaded_from", None)
     path = getattr(options, "_current_path", None)
     prop = getattr(path, "prop", None) if path is not None else None
     if state is not None and prop is not None:
@@ -65,6 +69,16 @@ def _lazy_load_error(statement: Any) -> LazyLoadError:
             f'.prefetch_related("{prop.key}") or .select_related("{prop.key}") on the query '
             f"(or .options(selectinload({name}))), or `await session.refresh(obj, "
             f'["{prop.key}"])`'
+        )
+    refreshed = getattr(load_options, "_refresh_state", None)
+    if refreshed is not None:
+        owner = refreshed.class_.__name__
+        names = ", ".join(sorted(getattr(options, "_only_load_props", None) or ()))
+        return LazyLoadError(
+            f"this {owner}'s attributes ({names}) are not loaded: expired by a commit or a "
+            "rollback in its block, or deferred. Async code cannot load them implicitly (that "
+            "would be I/O nobody awaits): read the object again in the block, or `await "
+            "uow.session.refresh(obj)`"
         )
     return LazyLoadError(
         "an attribute is not loaded (expired after a commit or a rollback, or deferred), and "
