@@ -4,6 +4,11 @@ COPY sends values, never SQL, so it stands in for an INSERT only where the INSER
 values too; Python defaults are computed here, as SQLAlchemy's INSERT computes them. It runs
 through the driver connection, which SQLAlchemy's events do not see: the lazy BEGIN those
 events send (see `repositories._connection`) is sent here first.
+
+Async psycopg (an AsyncDatabase's `postgresql+psycopg://`) copies too: the same rows, through
+its async cursor, awaited in SQLAlchemy's greenlet bridge. asyncpg keeps the INSERT path
+(`executemany`, which asyncpg pipelines): its own COPY (`copy_records_to_table`) encodes
+values with its binary codecs, not the bind processing an INSERT applies.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, bindparam, inspect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.util import await_
 
 from repositories._connection import BEGIN_STATEMENT, BEGUN, FAILED, LAZY, has_written
 from repositories._fields import fields_of
@@ -40,11 +46,12 @@ def copy_columns(model: type[Any], dialect: Dialect) -> list[CopyColumn] | None:
 
     COPY sends values, never SQL: a column whose default or bind expression is SQL
     (`default=func.now()`, a `Sequence`, a type wrapping its value in a function) keeps the
-    INSERT path, as do models on several tables and drivers other than psycopg 3 (sync).
+    INSERT path, as do models on several tables and drivers other than psycopg 3 (sync or
+    async).
     Python defaults (`default=0`, `default=uuid4`, a function of the context) are computed
     for each row that leaves the column out, as SQLAlchemy's INSERT computes them.
     """
-    if (dialect.name, dialect.driver, dialect.is_async) != ("postgresql", "psycopg", False):
+    if (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
         return None
     mapper = inspect(model)
     if len(mapper.tables) != 1:
@@ -139,9 +146,12 @@ def _copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[A
     dialect = connection.dialect
     dbapi_error: Any = dialect.loaded_dbapi.Error
     try:
-        with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
+        if dialect.is_async:  # SQLAlchemy's adapter of psycopg's AsyncConnection
+            await_(_copy_rows_async(dbapi_connection.driver_connection, statement, rows))
+        else:
+            with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
     except dbapi_error as error:
         lost = dialect.is_disconnect(error, dbapi_connection, None)
         wrapped = DBAPIError.instance(
@@ -154,6 +164,15 @@ def _copy_rows(connection: Connection, statement: str, rows: Iterable[Sequence[A
             # the transaction this aborted is refused (protected_write clears it).
             connection.info.setdefault(FAILED, wrapped)
         raise wrapped from error
+
+
+async def _copy_rows_async(
+    driver_connection: Any, statement: str, rows: Iterable[Sequence[Any]]
+) -> None:
+    """What `_copy_rows` does on a sync psycopg connection, on an async one."""
+    async with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row(row)
 
 
 def _begin_on_server(connection: Connection) -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.util import await_
 
 from tests.conftest import postgres_url
-from uow import Database
+from uow import AsyncDatabase, Database
 
 # "statement: BEGIN" (simple protocol) or "execute <unnamed>: SELECT ..." (extended protocol).
 _STATEMENT = re.compile(r"^(?:statement|execute [^:]*): (.*)$", re.DOTALL)
@@ -41,6 +43,28 @@ def wire_database(**engine_options: Any) -> tuple[Database, str]:
     options = dict(engine_options)
     options["connect_args"] = {**options.get("connect_args", {}), "application_name": name}
     return Database(postgres_url(), engine_options=options), name
+
+
+def async_postgres_url(driver: str) -> str:
+    """The test server's URL with an async driver: "psycopg" (async psycopg) or "asyncpg"."""
+    url = postgres_url()
+    assert url.startswith("postgresql+psycopg://"), url
+    return url.replace("postgresql+psycopg://", f"postgresql+{driver}://", 1)
+
+
+def async_wire_database(driver: str, **engine_options: Any) -> tuple[AsyncDatabase, str]:
+    """An AsyncDatabase on the test server (asyncpg or async psycopg) whose connections carry a
+    unique application name."""
+    name = f"uow-test-{uuid.uuid4().hex[:12]}"
+    options = dict(engine_options)
+    connect_args = dict(options.get("connect_args", {}))
+    if driver == "asyncpg":  # asyncpg takes server settings apart from its own arguments
+        settings = {**connect_args.get("server_settings", {}), "application_name": name}
+        connect_args["server_settings"] = settings
+    else:
+        connect_args["application_name"] = name
+    options["connect_args"] = connect_args
+    return AsyncDatabase(async_postgres_url(driver), engine_options=options), name
 
 
 @contextmanager
@@ -85,22 +109,32 @@ def _statements(text: str, application_name: str) -> list[str]:
 
 
 @contextmanager
-def sqlite_statements(db: Database) -> Iterator[list[str]]:
+def sqlite_statements(db: Database | AsyncDatabase) -> Iterator[list[str]]:
     """The statements SQLite itself ran for `db`'s connections opened inside the block.
 
     sqlite3's trace callback sees what the library sends directly (BEGIN IMMEDIATE, COMMIT),
     which SQLAlchemy's cursor events do not. Use it on a Database whose pool is still empty.
+    An AsyncDatabase on aiosqlite works too: its sqlite3 connection is traced, in aiosqlite's
+    thread.
     """
     statements: list[str] = []
+    engine = db.engine.sync_engine if isinstance(db, AsyncDatabase) else db.engine
+
+    def trace(sql: str) -> None:
+        statements.append(" ".join(sql.split()))
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.set_trace_callback(lambda sql: statements.append(" ".join(sql.split())))
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        if driver is dbapi_connection:
+            dbapi_connection.set_trace_callback(trace)
+        else:  # aiosqlite (behind SQLAlchemy's adapter): sqlite3 is called in its thread
+            await_(driver.set_trace_callback(trace))
 
-    event.listen(db.engine.pool, "connect", on_connect)
+    event.listen(engine.pool, "connect", on_connect)
     try:
         yield statements
     finally:
-        event.remove(db.engine.pool, "connect", on_connect)
+        event.remove(engine.pool, "connect", on_connect)
 
 
 @pytest.fixture
@@ -119,3 +153,68 @@ def wired() -> Iterator[tuple[Database, str]]:
     db.s.remove()
     reset_postgres(db)
     db.dispose()
+
+
+ASYNC_DRIVERS = ["psycopg", "asyncpg", "aiosqlite"]
+
+
+@dataclass
+class AsyncWire:
+    """An AsyncDatabase and what its connections send, as the server (or SQLite) saw it."""
+
+    adb: AsyncDatabase
+    driver: str  # "psycopg" (async psycopg), "asyncpg" or "aiosqlite"
+    application_name: str = ""  # PostgreSQL: what the server log tags its statements with
+    sqlite_log: list[str] = field(default_factory=list)  # SQLite: every statement traced
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.driver == "aiosqlite"
+
+    @contextmanager
+    def statements(self) -> Iterator[list[str]]:
+        """The statements sent inside the block, filled in when it exits (SQLite's PRAGMAs at
+        connect left out)."""
+        if not self.is_sqlite:
+            with server_statements(self.application_name) as sent:
+                yield sent
+            return
+        start = len(self.sqlite_log)
+        traced: list[str] = []
+        yield traced
+        traced.extend(s for s in self.sqlite_log[start:] if not s.startswith("PRAGMA"))
+
+
+async def reset_async_postgres(adb: AsyncDatabase) -> None:
+    """Drop and recreate the public schema; fails, rather than waits for ever, when a
+    transaction left open (a broken test) holds a lock on a table."""
+    async with adb.engine.begin() as connection:
+        await connection.execute(text("SET LOCAL lock_timeout = '30s'"))
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
+
+
+@pytest.fixture(params=ASYNC_DRIVERS)
+async def async_wired(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncWire]:
+    """An AsyncDatabase on each async driver with the test tables, one user (ada@example.com)
+    and a warm pool, whose statements a test reads with `wire.statements()`."""
+    from tests.models import Base, User
+
+    driver = str(request.param)
+    with ExitStack() as stack:
+        if driver == "aiosqlite":
+            wire = AsyncWire(AsyncDatabase(f"sqlite+aiosqlite:///{tmp_path / 'wire.db'}"), driver)
+            # Every connection the pool opens, traced from its first statement.
+            wire.sqlite_log = stack.enter_context(sqlite_statements(wire.adb))
+        else:
+            adb, name = async_wire_database(driver)
+            wire = AsyncWire(adb, driver, application_name=name)
+            await reset_async_postgres(adb)
+        await wire.adb.create_all(Base.metadata)
+        async with wire.adb.Session() as session, session.begin():
+            session.add(User(email="ada@example.com", name="Ada"))
+        yield wire
+        await wire.adb.s.remove()
+        if not wire.is_sqlite:
+            await reset_async_postgres(wire.adb)
+    await wire.adb.dispose()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, EmulatedDBAPIException
 
 from repositories._connection import BEGUN, FAILED, has_written
 from repositories._dialects import aborts_transaction_on_error
@@ -93,17 +93,25 @@ def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
 
     psycopg knows exactly (sync, or async through SQLAlchemy's adapter, which passes its `info`
     on). For other drivers the last error recorded in the transaction stands for that, unless
-    the driver says the server never sent it: an error without a SQLSTATE was raised by the
-    client before anything was sent (asyncpg encoding a parameter) and aborted nothing.
+    the driver says the server never sent it: an error the client raised before sending
+    anything (asyncpg encoding a parameter) aborted nothing.
     """
     info = getattr(dbapi_connection, "info", None)
     status = getattr(getattr(info, "transaction_status", None), "name", None)
     if status is not None:
         return bool(status == "INERROR")
-    if error is None:
-        return False
-    driver_error = getattr(error, "orig", None)  # what SQLAlchemy wrapped
-    return getattr(driver_error, "sqlstate", "unknown") is not None
+    return error is not None and _sent_by_server(error)
+
+
+def _sent_by_server(error: BaseException) -> bool:
+    """Whether the server raised `error` (SQLAlchemy's), as far as the driver tells."""
+    dbapi_error = getattr(error, "orig", None)
+    if isinstance(dbapi_error, EmulatedDBAPIException):  # asyncpg, behind SQLAlchemy's adapter
+        # asyncpg fills in the fields of the server's error message (its severity is always
+        # sent); an error asyncpg raises itself leaves them empty, even when its class names a
+        # SQLSTATE (a parameter it cannot encode is a DataError, "22000").
+        return getattr(dbapi_error.orig, "severity", None) is not None
+    return getattr(dbapi_error, "sqlstate", "unknown") is not None
 
 
 def _remember(connection: Connection, dialect: Any, error: Exception, call: ExecuteCall) -> None:
