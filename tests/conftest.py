@@ -1,7 +1,14 @@
-"""Fixtures: a fresh database per test, on SQLite and on PostgreSQL.
+"""Fixtures: a fresh database per test, on SQLite and on PostgreSQL, through either API.
 
 PostgreSQL comes from UOW_TEST_POSTGRES_URL (set by scripts/with-postgres, which `make test`
 uses). Without it the PostgreSQL tests skip, unless UOW_REQUIRE_POSTGRES=1, where they fail.
+
+A test that uses `backend` (or `db`, `uow`) runs once per backend: `[sqlite]`, `[postgresql]`.
+A module marked `pytestmark = pytest.mark.both_faces` runs its tests on the async face too, once
+per async driver, through the sync facade of tests/async_facade.py: `[sqlite-sync]`,
+`[sqlite-aiosqlite]`, `[postgresql-sync]`, `[postgresql-asyncpg]`,
+`[postgresql-psycopg-async]`. A test of such a module marked `sync_only(reason)` keeps to the
+sync face (it uses threads, or the sync classes themselves).
 """
 
 from __future__ import annotations
@@ -14,8 +21,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.async_facade import (
+    ASYNC_FACES,
+    Bridge,
+    FacadeDatabase,
+    async_url,
+    facade_database,
+    facade_unit_of_work,
+    sync_constructors,
+)
 from tests.models import AppUnitOfWork, Base
-from uow import Database
+from uow import AsyncDatabase, Database
 
 # Fixtures of tests/server_log.py (`wired`), for the tests that count statements on the wire.
 pytest_plugins = ["tests.server_log"]
@@ -23,6 +39,72 @@ pytest_plugins = ["tests.server_log"]
 POSTGRES_URL = os.environ.get("UOW_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("UOW_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]
+# The stacks a `both_faces` test runs on: "<backend>-<face>", the face "sync" or an async driver.
+STACKS = [f"{backend}-{face}" for backend in BACKENDS for face in ("sync", *ASYNC_FACES[backend])]
+
+# The event loop an async-face test runs on (set by `db`, used by pytest_pyfunc_call).
+BRIDGE = pytest.StashKey[Bridge]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_faces: run the module's backend tests on the async face too, once per async "
+        "driver, through tests/async_facade.py",
+    )
+    config.addinivalue_line(
+        "markers", "sync_only(reason): in a both_faces module, run this test on the sync face only"
+    )
+    config.addinivalue_line(
+        "markers",
+        "xfail_face(*faces, reason): a known failure on these faces (xfail, strict), e.g. "
+        '@pytest.mark.xfail_face("asyncpg", reason="...")',
+    )
+
+
+def stack_face(item: pytest.Item) -> str:
+    """The face a test item runs on: "sync", or an async driver (see STACKS)."""
+    callspec = getattr(item, "callspec", None)
+    stack = str(callspec.params.get("backend", "")) if callspec is not None else ""
+    return stack.partition("-")[2] or "sync"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        face = stack_face(item)
+        for mark in item.iter_markers("xfail_face"):
+            if face in mark.args:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=mark.kwargs["reason"]))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise `backend`: by backend, or by backend and face in a both_faces module.
+
+    A test that parametrises `backend` itself (`@pytest.mark.parametrize("backend",
+    ["postgresql"], indirect=True)`) keeps its own values, on the sync face.
+    """
+    if "backend" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "backend" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    definition = metafunc.definition
+    both = definition.get_closest_marker("both_faces") is not None
+    if definition.get_closest_marker("sync_only") is not None:
+        both = False
+    metafunc.parametrize("backend", STACKS if both else BACKENDS, indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run an async-face test's body in the greenlet bridge, on its event loop."""
+    bridge = pyfuncitem.stash.get(BRIDGE, None)
+    if bridge is None:
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    bridge.run_test(pyfuncitem.obj, **{name: pyfuncitem.funcargs[name] for name in names})
+    return True
 
 
 def postgres_url() -> str:
@@ -44,9 +126,17 @@ def make_database(backend: str, tmp_path: Path) -> Database:
     return Database(postgres_url())
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    """The database: "sqlite" or "postgresql" (parametrised by pytest_generate_tests)."""
+    return str(request.param).split("-", 1)[0]
+
+
+@pytest.fixture
+def face(request: pytest.FixtureRequest) -> str:
+    """The API a test goes through: "sync", or the async driver ("aiosqlite", "asyncpg",
+    "psycopg-async") of a both_faces test."""
+    return stack_face(request.node)
 
 
 @contextmanager
@@ -66,10 +156,38 @@ def fresh_database(backend: str, path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def db(backend: str, tmp_path: Path) -> Iterator[Database]:
-    """A fresh Database per test, on each backend."""
+def db(
+    backend: str,
+    face: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Database | FacadeDatabase]:
+    """A fresh Database per test, on each backend; on an async face, the sync facade of an
+    AsyncDatabase over the same database, whose test body runs on its own event loop (and
+    whose `UnitOfWork(db)` builds an AsyncUnitOfWork's facade)."""
     with fresh_database(backend, tmp_path) as database:
-        yield database
+        if face == "sync":
+            yield database
+            return
+        bridge = Bridge()
+        url = async_url(database.url.render_as_string(hide_password=False), face)
+        facade = facade_database(url)
+        request.node.stash[BRIDGE] = bridge
+        for name, construct in sync_constructors(vars(request.module)).items():
+            monkeypatch.setattr(request.module, name, construct)
+        try:
+            yield facade
+        finally:
+            try:
+                bridge.run(_close(facade.target))
+            finally:
+                bridge.close()
+
+
+async def _close(database: AsyncDatabase) -> None:
+    await database.s.remove()
+    await database.dispose()
 
 
 def reset_postgres(database: Database) -> None:
@@ -79,7 +197,10 @@ def reset_postgres(database: Database) -> None:
 
 
 @pytest.fixture
-def uow(db: Database) -> AppUnitOfWork:
+def uow(db: Database | FacadeDatabase, face: str) -> AppUnitOfWork:
+    """The tests' unit of work over `db`; on an async face, an AsyncAppUnitOfWork's facade."""
+    if isinstance(db, FacadeDatabase):
+        return facade_unit_of_work(db)  # type: ignore[return-value]  # its sync face
     return AppUnitOfWork(db)
 
 

@@ -19,6 +19,8 @@ from tests.models import AppUnitOfWork, User
 from uow import Database, UnitOfWorkError
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 # -- a repository, query or session kept past its block -----------------------------------------
 
 _KEPT_USES: dict[str, Callable[[Any], object]] = {

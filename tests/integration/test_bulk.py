@@ -20,6 +20,8 @@ from tests.models import AppUnitOfWork, Membership, Post, User
 from uow import Database
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 MiB = 1024 * 1024
 
 
@@ -411,6 +413,11 @@ def test_in_bulk_by_a_field_that_is_not_unique_raises_field_error_before_sql(
     assert log.statements == []
 
 
+@pytest.mark.xfail_face(
+    "asyncpg",
+    reason="asyncpg binds at most 32767 values per statement, but _dialects.parameter_limit "
+    "allows 65535 (less some room) for every PostgreSQL driver: in_bulk's chunks are too big",
+)
 def test_in_bulk_with_more_ids_than_one_statement_may_bind(
     db: Database, uow: AppUnitOfWork
 ) -> None:

@@ -19,6 +19,8 @@ from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 
 class UserPatch(BaseModel):
     name: str | None = None

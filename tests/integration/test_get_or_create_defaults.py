@@ -16,6 +16,8 @@ from tests.integration.helpers import seed, stored
 from tests.models import AppUnitOfWork
 from uow import Database
 
+pytestmark = pytest.mark.both_faces
+
 # -- precedence --------------------------------------------------------------------------------
 
 

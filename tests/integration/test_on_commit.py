@@ -11,6 +11,8 @@ from tests.integration.helpers import Boom, add_user, committed_emails
 from tests.models import AppUnitOfWork
 from uow import Database
 
+pytestmark = pytest.mark.both_faces
+
 
 def test_on_commit_callbacks_run_in_order_after_the_outermost_commit(
     db: Database, uow: AppUnitOfWork

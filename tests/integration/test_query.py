@@ -17,6 +17,8 @@ from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -45,6 +47,7 @@ def ids(users: list[User]) -> list[int]:
 # -- laziness and immutability -----------------------------------------------------------------
 
 
+@pytest.mark.sync_only(reason="checks the sync Query class")
 def test_building_a_query_runs_no_sql_until_a_terminal_method(
     db: Database, uow: AppUnitOfWork
 ) -> None:

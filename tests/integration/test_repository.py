@@ -22,6 +22,8 @@ from tests.models import AppUnitOfWork, Membership, Post, User, UserRepository
 from uow import Database, Session
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 
 class UserIn(BaseModel):
     email: str
@@ -398,6 +400,7 @@ def test_session_seed_helpers_in_a_unit_of_work(db: Database, uow: AppUnitOfWork
     assert stored(db) == {"ada@example.com": ("Ada", None), "bob@example.com": ("Bob", None)}
 
 
+@pytest.mark.sync_only(reason="checks the sync Session class")
 def test_session_seed_helpers_on_a_plain_session(db: Database) -> None:
     with db.Session() as s, s.begin():
         assert isinstance(s, Session)
@@ -438,6 +441,7 @@ def test_session_get_is_sqlalchemys_own(db: Database, uow: AppUnitOfWork) -> Non
 # -- construction ------------------------------------------------------------------------------
 
 
+@pytest.mark.sync_only(reason="subclasses the sync Repository")
 def test_repository_without_a_model_raises_type_error_saying_how_to_fix_it(db: Database) -> None:
     class Modelless(Repository):  # type: ignore[type-arg]
         pass
@@ -457,6 +461,7 @@ def test_repository_of_an_unmapped_class_raises_type_error(db: Database) -> None
         Repository(session, NotMapped)
 
 
+@pytest.mark.sync_only(reason="subclasses the sync Repository")
 def test_repository_subclass_knows_its_model_from_the_type_parameter(
     db: Database, uow: AppUnitOfWork
 ) -> None:

@@ -44,6 +44,8 @@ from tests.models import AppUnitOfWork, Membership, Post, User
 from uow import Database
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 
 class Base(DeclarativeBase):
     pass
@@ -264,6 +266,7 @@ def test_a_load_listener_added_after_a_first_stream_is_called_for_each_object(
     assert sorted(loaded) == ["u0@example.com", "u1@example.com", "u2@example.com"]
 
 
+@pytest.mark.sync_only(reason="listens on the sync session")
 def test_a_session_whose_listener_adds_loader_criteria_streams_through_the_orm(
     db: Database, uow: AppUnitOfWork
 ) -> None:
@@ -283,6 +286,11 @@ def test_a_session_whose_listener_adds_loader_criteria_streams_through_the_orm(
             event.remove(uow.session, "do_orm_execute", adults_only)
 
 
+@pytest.mark.xfail_face(
+    "asyncpg",
+    reason="SQLAlchemy's asyncpg server-side cursor close() only drops the asyncpg cursor: "
+    "its portal stays open until the transaction ends",
+)
 def test_a_stream_left_early_closes_its_cursor(
     db: Database, uow: AppUnitOfWork, backend: str
 ) -> None:

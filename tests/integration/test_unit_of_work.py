@@ -17,6 +17,8 @@ from tests.models import AppUnitOfWork, Post, User, UserRepository
 from uow import Database, UnitOfWork, UnitOfWorkError
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 # -- the outermost block ----------------------------------------------------------------------
 
 
@@ -342,6 +344,7 @@ def test_an_unknown_attribute_raises_attribute_error(uow: AppUnitOfWork) -> None
 # -- repository attributes ---------------------------------------------------------------------
 
 
+@pytest.mark.sync_only(reason="checks the sync repository class")
 def test_a_repository_attribute_is_bound_to_the_session_and_one_object_in_nested_blocks(
     uow: AppUnitOfWork,
 ) -> None:
@@ -368,6 +371,7 @@ def test_the_next_block_gets_a_new_repository_on_its_new_session(uow: AppUnitOfW
         assert first.session is not uow.session
 
 
+@pytest.mark.sync_only(reason="checks the sync repository class")
 def test_a_generic_repository_attribute_gets_its_model_from_the_type_parameter(
     db: Database, uow: AppUnitOfWork
 ) -> None:
@@ -472,6 +476,7 @@ def test_an_error_at_commit_time_propagates_and_nothing_is_committed(
 # -- threads -----------------------------------------------------------------------------------
 
 
+@pytest.mark.sync_only(reason="threads on the sync Database")
 def test_one_unit_of_work_shared_by_threads_gives_each_thread_its_own_transaction(
     db: Database, uow: AppUnitOfWork, backend: str
 ) -> None:

@@ -22,6 +22,8 @@ from tests.server_log import (
 from uow import Database, UnitOfWork
 from uow.testing import count_statements
 
+pytestmark = pytest.mark.both_faces
+
 BY_EMAIL: dict[str, Any] = {"unique_fields": ["email"], "update_fields": ["name"]}
 
 
@@ -287,6 +289,7 @@ def test_a_mistaken_option_is_refused_before_any_sql(
         ("code", "(code) is not. Unique fields: (id)"),  # an expression index: ON CONFLICT cannot
     ],
 )
+@pytest.mark.sync_only(reason="builds a sync UnitOfWork subclass over db")
 def test_a_partial_or_expression_unique_index_is_no_conflict_target(
     db: Database, field: str, message: str
 ) -> None:
