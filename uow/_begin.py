@@ -141,7 +141,7 @@ def _end_transactions_begun_by_hand(engine: Engine) -> None:
     def ending(end: Callable[[Any], None], statement: str) -> Callable[[Any], None]:
         def end_by_hand_too(pooled: Any) -> None:
             end(pooled)
-            adapter = pooled.dbapi_connection
+            adapter = getattr(pooled, "dbapi_connection", pooled)  # the pool's proxy, or bare
             driver = adapter.driver_connection
             if not driver.is_closed() and driver.is_in_transaction():
                 send(adapter, statement)

@@ -246,6 +246,30 @@ async def test_snapshot_isolation_begins_eagerly_and_keeps_its_snapshot(
         await adb.dispose()
 
 
+async def test_a_server_default_of_repeatable_read_makes_begin_eager(
+    async_wired: AsyncWire,
+) -> None:
+    if async_wired.is_sqlite:
+        pytest.skip("PostgreSQL's isolation levels")
+    setting = {"default_transaction_isolation": "repeatable read"}
+    if async_wired.driver == "asyncpg":
+        options: dict[str, object] = {"connect_args": {"server_settings": setting}}
+    else:
+        options = {
+            "connect_args": {"options": "-c default_transaction_isolation=repeatable\\ read"}
+        }
+    adb = AsyncDatabase(async_wired.adb.url, engine_options=options)
+    uow = AppAsyncUnitOfWork(adb)
+    try:
+        async with uow:
+            assert await uow.users.count() == 1
+            async with async_wired.adb.Session() as other, other.begin():
+                other.add(User(email="bob@example.com", name="Bob"))
+            assert await uow.users.count() == 1  # one snapshot, taken by the first statement
+    finally:
+        await adb.dispose()
+
+
 async def test_lazy_begin_can_be_turned_off(async_wired: AsyncWire) -> None:
     if async_wired.is_sqlite:
         adb = AsyncDatabase(async_wired.adb.url, lazy_begin=False)
