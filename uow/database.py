@@ -45,10 +45,11 @@ class Database:
     safe across `os.fork()`: a child process drops the inherited pool without closing the
     parent's connections.
 
-    Transactions begin lazily (`lazy_begin`, on by default for PostgreSQL with psycopg and for
-    SQLite): the statements of a transaction that has not written yet run without an open
-    server transaction, and BEGIN is sent just before its first write. A read-only block sends
-    only its SELECTs (no BEGIN, no COMMIT), and on SQLite never takes the write lock. Reads
+    Transactions begin lazily (`lazy_begin`, on by default for PostgreSQL with psycopg or
+    asyncpg and for SQLite): the statements of a transaction that has not written yet run
+    without an open server transaction, and BEGIN is sent just before its first write. A
+    read-only block sends only its SELECTs (no BEGIN, no COMMIT), and on SQLite never takes
+    the write lock. Reads
     then see committed data statement by statement, exactly as READ COMMITTED already does
     inside a transaction. With an `isolation_level` of `"REPEATABLE READ"` or `"SERIALIZABLE"`
     in `engine_options` (reads must share one snapshot), or `lazy_begin=False`, BEGIN is eager.
@@ -69,7 +70,8 @@ class Database:
             take the write lock at BEGIN), `"DEFERRED"` (SQLite's own default) or `"EXCLUSIVE"`.
         lazy_begin: begin each transaction at its first write (the default) rather than at its
             first statement. Ignored (eager) where it would change what reads see: at
-            REPEATABLE READ or SERIALIZABLE, and for drivers other than psycopg and pysqlite.
+            REPEATABLE READ or SERIALIZABLE, and for drivers other than psycopg, asyncpg,
+            pysqlite and aiosqlite.
 
     Raises:
         ImportError: the URL's driver is not installed; the message says what to
