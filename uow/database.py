@@ -49,10 +49,10 @@ class Database:
     asyncpg and for SQLite): the statements of a transaction that has not written yet run
     without an open server transaction, and BEGIN is sent just before its first write. A
     read-only block sends only its SELECTs (no BEGIN, no COMMIT), and on SQLite never takes
-    the write lock. Reads
-    then see committed data statement by statement, exactly as READ COMMITTED already does
-    inside a transaction. With an `isolation_level` of `"REPEATABLE READ"` or `"SERIALIZABLE"`
-    in `engine_options` (reads must share one snapshot), or `lazy_begin=False`, BEGIN is eager.
+    the write lock. Reads then see committed data statement by statement, exactly as READ
+    COMMITTED already does inside a transaction. With an `isolation_level` of
+    `"REPEATABLE READ"` or `"SERIALIZABLE"` in `engine_options` (reads must share one
+    snapshot), or `lazy_begin=False`, BEGIN is eager.
 
     Server databases (all but SQLite) replace a pooled connection that its server ended (a
     restart, a failover, a killed backend) when it is checked out, so the unit of work after a
