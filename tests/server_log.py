@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.util import await_
 
 from tests.conftest import postgres_url
@@ -43,6 +45,54 @@ def wire_database(**engine_options: Any) -> tuple[Database, str]:
     options = dict(engine_options)
     options["connect_args"] = {**options.get("connect_args", {}), "application_name": name}
     return Database(postgres_url(), engine_options=options), name
+
+
+@dataclass
+class RoundTrips:
+    """What psycopg connections checked out inside `round_trips()` exchanged with the server."""
+
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Network round trips: each run of messages the client sent before the server's
+        answers (libpq's trace marks client messages F and server messages B)."""
+        # A message's text may span lines; only a message's first line names its direction.
+        directions = [line[0] for line in self.lines if line[:2] in ("F\t", "B\t")]
+        return sum(
+            1
+            for before, now in zip(["B", *directions], directions, strict=False)
+            if now == "F" and before != "F"
+        )
+
+
+@contextmanager
+def round_trips(engine: Engine) -> Iterator[RoundTrips]:
+    """Trace, with libpq's own protocol trace, every psycopg connection `engine` checks out
+    inside the block, and count its round trips on the wire."""
+    from psycopg import pq
+
+    trips = RoundTrips()
+    traced: list[tuple[Any, Any]] = []
+
+    def checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed at the end of the block)
+        dbapi_connection.pgconn.trace(log.fileno())
+        dbapi_connection.pgconn.set_trace_flags(
+            pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE
+        )
+        traced.append((dbapi_connection, log))
+
+    event.listen(engine.pool, "checkout", checkout)
+    try:
+        yield trips
+    finally:
+        event.remove(engine.pool, "checkout", checkout)
+        for dbapi_connection, log in traced:
+            dbapi_connection.pgconn.untrace()
+            log.seek(0)
+            trips.lines.extend(log.read().splitlines())
+            log.close()
 
 
 def async_postgres_url(driver: str) -> str:

@@ -12,13 +12,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Integer, cast, literal, select, text
-from sqlalchemy.exc import DataError
+from sqlalchemy import Integer, cast, create_engine, literal, select, text
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
 
 from tests.conftest import postgres_url
 from tests.integration.helpers import committed_emails
 from tests.models import AppUnitOfWork, Base, User
 from tests.server_log import (
+    round_trips,
     server_statements,
     sqlite_statements,
     wire_database,
@@ -39,6 +41,61 @@ def kinds(statements: list[str]) -> list[str]:
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def test_the_first_write_leaves_with_its_begin_in_one_round_trip(
+    wired: tuple[Database, str],
+) -> None:
+    # psycopg's pipeline mode sends BEGIN and the first write together: a create and its commit
+    # take 2 round trips, where SQLAlchemy's default (psycopg begins by itself) takes 3.
+    db, _ = wired
+    uow = AppUnitOfWork(db)
+    with round_trips(db.engine) as trips, uow:
+        uow.users.create(email="bob@example.com", name="Bob")
+    assert trips.count == 2, trips.lines
+    plain = create_engine(postgres_url())
+    try:
+        with round_trips(plain) as plain_trips, Session(plain) as session, session.begin():
+            session.add(User(email="cy@example.com", name="Cy"))
+    finally:
+        plain.dispose()
+    assert plain_trips.count == 3, plain_trips.lines
+    assert committed_emails(db) == {"ada@example.com", "bob@example.com", "cy@example.com"}
+
+
+def test_a_first_or_create_miss_takes_fewer_round_trips_than_sqlalchemy(
+    wired: tuple[Database, str],
+) -> None:
+    db, _ = wired
+    uow = AppUnitOfWork(db)
+    with round_trips(db.engine) as trips, uow:
+        uow.users.first_or_create(email="bob@example.com", defaults={"name": "Bob"})
+    assert trips.count == 3, trips.lines  # SELECT; BEGIN + INSERT ... ON CONFLICT; COMMIT
+    plain = create_engine(postgres_url())
+    try:
+        with round_trips(plain) as plain_trips, Session(plain) as session, session.begin():
+            # The naive get-or-create users write without the library.
+            found = session.scalars(select(User).filter_by(email="cy@example.com")).first()
+            if found is None:
+                session.add(User(email="cy@example.com", name="Cy"))
+    finally:
+        plain.dispose()
+    assert plain_trips.count == 4, plain_trips.lines  # BEGIN; SELECT; INSERT; COMMIT
+
+
+def test_a_failing_first_write_in_the_pipeline_leaves_the_block_usable(
+    wired: tuple[Database, str],
+) -> None:
+    db, name = wired
+    uow = AppUnitOfWork(db)
+    with server_statements(name) as sent, uow:
+        with pytest.raises(IntegrityError), uow:
+            uow.users.create(email="ada@example.com", name="Twin")  # the block's first write
+        uow.users.create(email="bob@example.com", name="Bob")
+    assert kinds(sent) == [
+        "BEGIN", "SAVEPOINT", "INSERT", "ROLLBACK TO", "RELEASE SAVEPOINT", "INSERT", "COMMIT"
+    ]  # fmt: skip
+    assert committed_emails(db) == {"ada@example.com", "bob@example.com"}
 
 
 def test_a_read_only_get_sends_exactly_one_statement(wired: tuple[Database, str]) -> None:
