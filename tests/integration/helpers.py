@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
 from sqlalchemy import select
 
 from tests.models import AppUnitOfWork, User
 from uow import Database, _liveness
+
+T = TypeVar("T")
 
 # What the tests that check "the outer transaction stays usable" commit around the failure.
 BEFORE_AND_AFTER = {"before@example.com": ("Before", None), "after@example.com": ("After", None)}
@@ -43,3 +49,35 @@ def checkout_check(db: Database) -> str:
     if db.engine.pool._pre_ping:  # type: ignore[attr-defined]
         return "ping"
     return "socket" if _liveness.installed(db.engine) else "nothing"
+
+
+def rotated(keys: Sequence[T], caller: int, callers: int) -> list[T]:
+    """`keys` starting at the `caller`-th of `callers` evenly spaced points, wrapping around:
+    racing callers each start with a different key and meet on all the others."""
+    shift = caller * len(keys) // callers
+    return [*keys[shift:], *keys[:shift]]
+
+
+def race_in_processes(
+    target: Callable[..., None], args: tuple[Any, ...], workers: int
+) -> list[str]:
+    """Run `target(*args, worker, barrier, results)` in `workers` forked processes; their errors.
+
+    Each process gets its number, a barrier for all of them (to release them together) and a
+    queue on which it puts one list of error strings; a process that exits badly counts as an
+    error too. Dispose of the engines in `args` first, so that no child inherits a connection.
+    """
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(workers)
+    results = context.Queue()
+    processes = [
+        context.Process(target=target, args=(*args, worker, barrier, results))
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    errors = [error for _ in processes for error in results.get(timeout=240)]
+    for process in processes:
+        process.join(timeout=60)
+    exit_codes = [process.exitcode for process in processes]
+    return errors + [f"worker exited with {code}" for code in exit_codes if code != 0]
