@@ -165,11 +165,16 @@ def sync_view(value: Any) -> Any:
 def _facade(target: Any) -> Facade:
     facade = _facades.get(id(target))
     if facade is None:
-        kind = FacadeUnitOfWork if isinstance(target, AsyncUnitOfWork) else Facade
-        if isinstance(target, AsyncDatabase):
-            kind = FacadeDatabase
-        facade = _facades[id(target)] = kind(target)
+        facade = _facades[id(target)] = _facade_class(target)(target)
     return facade
+
+
+def _facade_class(target: Any) -> type[Facade]:
+    if isinstance(target, AsyncDatabase):
+        return FacadeDatabase
+    if isinstance(target, AsyncUnitOfWork):
+        return FacadeUnitOfWork
+    return Facade
 
 
 def _drain(items: AsyncIterator[T]) -> Iterator[T]:

@@ -8,11 +8,13 @@ A module marked `pytestmark = pytest.mark.both_faces` runs its tests on the asyn
 per async driver, through the sync facade of tests/async_facade.py: `[sqlite-sync]`,
 `[sqlite-aiosqlite]`, `[postgresql-sync]`, `[postgresql-asyncpg]`,
 `[postgresql-psycopg-async]`. A test of such a module marked `sync_only(reason)` keeps to the
-sync face (it uses threads, or the sync classes themselves).
+sync face (it uses threads, or the sync classes themselves); one marked
+`xfail_face("asyncpg", reason=...)` is a known failure on that face (a strict xfail).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +72,7 @@ def stack_face(item: pytest.Item) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Turn `xfail_face` marks into strict xfails on the items of the faces they name."""
     for item in items:
         face = stack_face(item)
         for mark in item.iter_markers("xfail_face"):
@@ -91,8 +94,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             return
     definition = metafunc.definition
     both = definition.get_closest_marker("both_faces") is not None
-    if definition.get_closest_marker("sync_only") is not None:
-        both = False
+    if definition.get_closest_marker("sync_only") or inspect.iscoroutinefunction(metafunc.function):
+        both = False  # an `async def` test is async already
     metafunc.parametrize("backend", STACKS if both else BACKENDS, indirect=True)
 
 

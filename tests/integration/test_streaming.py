@@ -289,7 +289,8 @@ def test_a_session_whose_listener_adds_loader_criteria_streams_through_the_orm(
 @pytest.mark.xfail_face(
     "asyncpg",
     reason="SQLAlchemy's asyncpg server-side cursor close() only drops the asyncpg cursor: "
-    "its portal stays open until the transaction ends",
+    "its portal stays open until the transaction ends (and asyncpg's own SELECT from "
+    "pg_cursors is listed there too)",
 )
 def test_a_stream_left_early_closes_its_cursor(
     db: Database, uow: AppUnitOfWork, backend: str
