@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_END = object()  # what next() gives back for an exhausted generator, in Bridge.bridged_fixture
 
 # The async drivers each backend runs on, by face name (the part of a test id after the backend).
 ASYNC_FACES: dict[str, tuple[str, ...]] = {
@@ -105,11 +106,35 @@ class Bridge:
 
     def run_test(self, function: Callable[..., object], **kwargs: Any) -> None:
         """Run the sync test `function` in the greenlet bridge, where facades may await."""
-        self.loop.run_until_complete(greenlet_spawn(function, **kwargs))
+        self._call(function, **kwargs)
 
     def run(self, awaitable: Any) -> Any:
         """Await `awaitable` from outside the bridge (fixtures)."""
         return self.loop.run_until_complete(awaitable)
+
+    def bridged_fixture(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """The fixture `function` run in the bridge, as the test is: facades work in it.
+
+        A generator fixture's set-up and teardown each run in the bridge (in a task of their
+        own: a fixture cannot leave a block open for the test, on either face).
+        """
+        if not inspect.isgeneratorfunction(function):
+            return functools.partial(self._call, function)
+
+        def generator(**kwargs: Any) -> Iterator[Any]:
+            steps = function(**kwargs)
+            value = self._call(next, steps, _END)
+            if value is _END:
+                raise ValueError(f"{function.__name__} did not yield a value")
+            yield value
+            if self._call(next, steps, _END) is not _END:
+                raise ValueError(f"{function.__name__} yielded twice")
+
+        return generator
+
+    def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result: T = self.loop.run_until_complete(greenlet_spawn(function, *args, **kwargs))
+        return result
 
     def close(self) -> None:
         """Finish pending async generators and close the loop; forget the test's facades."""

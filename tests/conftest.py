@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -108,6 +109,22 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     names = pyfuncitem._fixtureinfo.argnames
     bridge.run_test(pyfuncitem.obj, **{name: pyfuncitem.funcargs[name] for name in names})
     return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Any:
+    """On an async face, a fixture of the test's own module runs in the bridge, as the test
+    does: it may use `db` and `uow` (their facades) as it does on the sync face."""
+    bridge = request.node.stash.get(BRIDGE, None)
+    function = fixturedef.func
+    module = getattr(request.node, "module", None)
+    if bridge is None or module is None or function.__module__ != module.__name__:
+        return (yield)
+    fixturedef.func = bridge.bridged_fixture(function)  # type: ignore[misc]
+    try:
+        return (yield)
+    finally:
+        fixturedef.func = function  # type: ignore[misc]
 
 
 def postgres_url() -> str:

@@ -168,7 +168,6 @@ def coupons(db: Database) -> Iterator[None]:
 
 @pytest.mark.usefixtures("coupons")
 @pytest.mark.parametrize("field_name", ["code", "pg_code", "lite_code"])
-@pytest.mark.sync_only(reason="its fixture uses db outside the test body")
 def test_in_bulk_refuses_a_field_unique_only_under_a_partial_index_before_sql(
     db: Database, uow: AppUnitOfWork, field_name: str
 ) -> None:
@@ -182,7 +181,6 @@ def test_in_bulk_refuses_a_field_unique_only_under_a_partial_index_before_sql(
 
 
 @pytest.mark.usefixtures("coupons")
-@pytest.mark.sync_only(reason="its fixture uses db outside the test body")
 def test_in_bulk_accepts_a_field_with_an_unconditional_unique_index(uow: AppUnitOfWork) -> None:
     with uow:
         found = Repository(uow.session, Coupon).in_bulk(["S2", "S9"], field_name="serial")

@@ -21,6 +21,8 @@ from tests.integration.helpers import seed, stored
 from tests.models import AppUnitOfWork, Post, User
 from uow import Database, UnitOfWork
 
+pytestmark = pytest.mark.both_faces
+
 PEOPLE = [
     ("ada@example.com", "Ada", 36),
     ("bob@example.com", "Bob", 17),
@@ -162,6 +164,7 @@ class Day(DatesBase):
     day: Mapped[dt.date] = mapped_column(Date)
 
 
+@pytest.mark.sync_only(reason="subclasses the sync UnitOfWork")
 def test_a_value_compared_as_its_own_type_gives_the_rows_it_did(db: Database) -> None:
     # A datetime against a DATE column is compared as a datetime, not cut to its date.
     DatesBase.metadata.create_all(db.engine)
