@@ -53,12 +53,14 @@ def dialect_name(session: Session, model: type[Any]) -> str:
 def parameter_limit(dialect: str) -> int:
     """How many values one statement may bind for an `IN (...)` list on `dialect`.
 
-    SQLite: what this build of the library allows (32,766 by default since 3.32); psycopg and
-    asyncpg: 65,535 (the protocol's 16-bit count). Room is left for the rest of the statement.
-    Asked on first use, not at import (SQLite's answer needs a connection).
+    SQLite: what this build of the library allows (32,766 by default since 3.32). PostgreSQL:
+    32,767, asyncpg's limit (psycopg's is 65,535, the protocol's 16-bit count): one limit for
+    every driver, so code that works on one works on all, sync and async. Room is left for the
+    rest of the statement. Asked on first use, not at import (SQLite's answer needs a
+    connection).
     """
     if dialect == "postgresql":
-        return 65_535 - _STATEMENT_ROOM
+        return 32_767 - _STATEMENT_ROOM
     if dialect == "sqlite":
         connection = sqlite3.connect(":memory:")
         try:

@@ -413,16 +413,12 @@ def test_in_bulk_by_a_field_that_is_not_unique_raises_field_error_before_sql(
     assert log.statements == []
 
 
-@pytest.mark.xfail_face(
-    "asyncpg",
-    reason="asyncpg binds at most 32767 values per statement, but _dialects.parameter_limit "
-    "allows 65535 (less some room) for every PostgreSQL driver: in_bulk's chunks are too big",
-)
 def test_in_bulk_with_more_ids_than_one_statement_may_bind(
     db: Database, uow: AppUnitOfWork
 ) -> None:
-    # 70,000 values: over PostgreSQL's 65,535 bound parameters and SQLite's default 32,766, so
-    # a single IN (...) would fail on PostgreSQL (and SQLite builds with the default limit).
+    # 70,000 values: over what one statement binds on PostgreSQL (32,767 with asyncpg, 65,535
+    # with psycopg) and SQLite (32,766 by default), so a single IN (...) would fail on
+    # PostgreSQL (and SQLite builds with the default limit).
     with uow:
         insert_generated_users(uow, 2500)
     with uow:
@@ -436,7 +432,7 @@ def test_in_bulk_with_more_ids_than_one_statement_may_bind(
     assert len(found) == 2500
     assert all(found[pk].id == pk for pk in stored_ids)
     # One IN (...) per chunk, each as large as one statement may bind (what `filter(id__in=)`
-    # accepts too): 70,000 values are 2 chunks on PostgreSQL, 1 on a SQLite build that binds
+    # accepts too): 70,000 values are 3 chunks on PostgreSQL, 1 on a SQLite build that binds
     # 250,000.
     limit = parameter_limit(db.engine.dialect.name)
     assert len(log.matching("SELECT")) == -(-len(ids) // limit)

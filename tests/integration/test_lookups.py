@@ -424,11 +424,6 @@ def test_in_takes_any_iterable_but_a_string_and_checks_every_value_it_yields(
         assert users.count(age__range=[17, 30]) == 3
 
 
-@pytest.mark.xfail_face(
-    "asyncpg",
-    reason="asyncpg binds at most 32767 values per statement, but _dialects.parameter_limit "
-    "allows 65535 (less some room) for every PostgreSQL driver: in_bulk's chunks are too big",
-)
 def test_in_with_more_values_than_one_statement_binds_raises_field_error_before_sql(
     db: Database, uow: AppUnitOfWork, backend: str
 ) -> None:
