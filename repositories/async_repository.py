@@ -161,7 +161,9 @@ class AsyncQuery(Generic[ModelT]):
         See [`Query.iterator`][repositories.Query.iterator]: a server-side cursor on
         PostgreSQL, `chunk_size` rows fetched per round trip. The arguments are checked when
         `iterator()` is called. Leaving the loop early (`break`, an exception) closes the
-        cursor; consume it inside the unit of work.
+        cursor (on asyncpg, whose cursors SQLAlchemy cannot close one by one, the server
+        closes it when the transaction ends, with the block); consume it inside the unit of
+        work.
         """
         return _stream(self._query.iterator(chunk_size), chunk_size)
 
