@@ -301,11 +301,11 @@ async def test_a_composed_container_injects_an_awaited_service_into_async_functi
 
 
 async def test_an_overriding_async_database_is_used_and_left_to_its_owner(
-    async_url: str,
+    async_url: str, tmp_path: Path
 ) -> None:
     test_adb = AsyncDatabase(async_url)
     app = AppContainer()
-    app.db.config.url.from_value("sqlite+aiosqlite:///never-used.db")
+    app.db.config.url.from_value(f"sqlite+aiosqlite:///{tmp_path / 'never-used.db'}")
     app.db.async_database.override(providers.Object(test_adb))
     app.db.async_database.enable_async_mode()  # calls stay awaitable while an object overrides
     app.wire(modules=[__name__])
@@ -319,7 +319,7 @@ async def test_an_overriding_async_database_is_used_and_left_to_its_owner(
     finally:
         app.unwire()
         await test_adb.dispose()
-    assert not Path("never-used.db").exists()
+    assert not (tmp_path / "never-used.db").exists()
     assert committed_emails(async_url) == {"ada@example.com"}
 
 
