@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
 from uow.database import Database
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
 
 __all__ = [
     "DatabaseSource",
     "databases",
     "missing",
     "remove_sessions",
-    "session_scopes",
 ]
 
 DIST = "uow-repositories"
@@ -40,15 +38,6 @@ def missing(extra: str, err: ImportError) -> ImportError:
 def databases(sources: Iterable[DatabaseSource]) -> list[Database]:
     """The Database of each source (calling the callables)."""
     return [source if isinstance(source, Database) else source() for source in sources]
-
-
-@contextmanager
-def session_scopes(sources: Iterable[DatabaseSource]) -> Iterator[None]:
-    """[`Database.session_scope`][uow.Database.session_scope] of each database, nested."""
-    with ExitStack() as stack:
-        for database in databases(sources):
-            stack.enter_context(database.session_scope())
-        yield
 
 
 def remove_sessions(sources: Iterable[DatabaseSource]) -> None:
