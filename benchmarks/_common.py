@@ -9,6 +9,7 @@ no BEGIN or COMMIT, which is how Django runs outside `atomic()`).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import os
@@ -22,7 +23,7 @@ from repositories import Repository
 from uow import Database, UnitOfWork
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 
 class Base(DeclarativeBase):
@@ -60,8 +61,8 @@ class Setup:
         parsed = make_url(url)
         self.backend = parsed.get_backend_name()
         if self.backend == "postgresql":
-            self.db = Database(_named(url, "bench-project"))
-            self.plain: Engine = create_engine(_named(url, "bench-plain"))
+            self.db = Database(named(url, "bench-project"))
+            self.plain: Engine = create_engine(named(url, "bench-plain"))
         else:
             self.db = Database(url)
             self.plain = create_engine(url)
@@ -133,10 +134,10 @@ class Raw:
         self.conn.close()
 
 
-def _named(url: str, application_name: str) -> str:
+def named(url: str, application_name: str) -> str:
     parsed = make_url(url)
-    named = parsed.update_query_dict({"application_name": application_name})
-    return named.render_as_string(hide_password=False)
+    tagged = parsed.update_query_dict({"application_name": application_name})
+    return tagged.render_as_string(hide_password=False)
 
 
 def bulk_rows(count: int, tag: str, name: str = "bulk") -> list[dict[str, Any]]:
@@ -149,14 +150,32 @@ def best_of(fns: dict[str, Callable[[], Any]], number: int, rounds: int) -> dict
     The functions take turns within each round, so a disturbance (another process on the
     machine, a checkpoint) hits them alike; the best round is the least disturbed one.
     """
+    return asyncio.run(
+        best_of_async({name: awaitable(fn) for name, fn in fns.items()}, number, rounds)
+    )
+
+
+async def best_of_async(
+    fns: dict[str, Callable[[], Awaitable[Any]]], number: int, rounds: int
+) -> dict[str, float]:
+    """`best_of` inside the running event loop: each call of a function is awaited."""
     for fn in fns.values():
-        fn()  # warm up: statement compilation, the pool's first connection
+        await fn()  # warm up: statement compilation, the pool's first connection
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
         for name, fn in fns.items():
             gc.collect()
             start = time.perf_counter()
             for _ in range(number):
-                fn()
+                await fn()
             best[name] = min(best[name], (time.perf_counter() - start) / number)
     return best
+
+
+def awaitable(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """`fn` as a coroutine function (awaiting it costs a fraction of a microsecond)."""
+
+    async def call() -> Any:
+        return fn()
+
+    return call

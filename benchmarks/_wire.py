@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 # "statement: BEGIN" (simple protocol) or "execute <unnamed>: SELECT ..." (extended protocol).
 _STATEMENT = re.compile(r"^([^,]*),\d+,LOG:  (?:statement|execute [^:]*): ", re.MULTILINE)
-CLIENTS = {"raw": "bench-raw", "plain": "bench-plain", "project": "bench-project"}
+CLIENTS = {
+    "raw": "bench-raw",
+    "plain": "bench-plain",
+    "project": "bench-project",
+    "async plain": "bench-async-plain",
+    "async project": "bench-async-project",
+}
 
 
 def server_log() -> Path | None:
@@ -32,6 +38,12 @@ def statements(log: Path, client: str, fn: Callable[[], Any]) -> int:
     """How many statements the server received from `client` while `fn()` ran."""
     start = log.stat().st_size
     fn()
+    return sent_since(log, start, client)
+
+
+def sent_since(log: Path, start: int, client: str) -> int:
+    """How many statements the server received from `client` since the log was `start` bytes
+    long (`log.stat().st_size` before the operation)."""
     with log.open("rb") as file:
         file.seek(start)
         text = file.read().decode("utf-8", errors="replace")

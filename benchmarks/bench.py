@@ -12,6 +12,12 @@ Three columns per operation, measured in the same run on the same database:
   and commit; on a conflict, roll back and SELECT);
 - project: the operation in its own `with uow:` block, on the library's `Database(url)`.
 
+The async face gets a table per async driver (asyncpg and psycopg's async connection on
+PostgreSQL, aiosqlite on SQLite), measured inside one event loop: the operation in its own
+`async with uow:` block on `AsyncDatabase(url)`, against a plain `create_async_engine(url)` with
+`async with AsyncSession(engine) as s, s.begin():` (or the naive get-or-create, awaited), and
+against the sync project's same operation on the same database.
+
 Per-op costs are the best of several rounds in microseconds; bulk inserts and streams are
 timed as a whole. Ratios are time ratios (above 1.00x the project is slower), printed next to
 the targets of issue 11. A missed target is reported, never an error. On PostgreSQL started
@@ -29,12 +35,14 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _async_per_op
 import _per_op
 import _throughput
 import _wire
 from _common import Setup
 
 if TYPE_CHECKING:
+    from _async_per_op import AsyncTiming
     from _per_op import Timing
     from _throughput import Throughput
 
@@ -42,13 +50,17 @@ LEGEND = """
 raw driver: sqlite3 / psycopg in autocommit mode, one statement per round trip, no BEGIN/COMMIT.
 SQLAlchemy: a plain create_engine(url), default settings, `with Session(engine) as s,
 s.begin():`; for the get-or-create family the naive version (SELECT; add and commit; on a
-conflict roll back and SELECT). project: the operation in its own `with uow:` block."""
+conflict roll back and SELECT). project: the operation in its own `with uow:` block.
+Async tables: AsyncSession is a plain create_async_engine(url), `async with AsyncSession(engine)
+as s, s.begin():` (or the naive get-or-create, awaited); project async is the operation in its
+own `async with uow:` block on AsyncDatabase(url); project sync the sync table's project column."""
 
 SQLITE_PER_OP = 1.10  # every per-op path, first_or_create miss included
 POSTGRES_READS = 0.60  # get, first, first_or_create hit
 COPY_VS_CORE = 0.50  # bulk_create(return_objects=False) on PostgreSQL: 2x Core's rows/s
 OBJECTS_VS_RETURNING = 1.20  # bulk_create returning objects vs insert(Model).returning(Model)
 STREAM_MIB = 10.0  # streaming 200k rows
+ASYNC_PER_OP = 1.10  # the async face against plain AsyncSession, every per-op path
 
 
 def run(url: str, quick: bool) -> list[bool]:
@@ -58,6 +70,7 @@ def run(url: str, quick: bool) -> list[bool]:
         setup.reset()
         setup.seed(_per_op.SEED)
         per_op = _per_op.measure(setup, quick)
+        async_per_op = _async_per_op.measure(setup, quick)
         log = _wire.server_log() if setup.backend == "postgresql" else None
         wire = _wire_counts(setup, log) if log else {}
         bulk_count, bulk = _throughput.bulk(setup, quick)
@@ -69,6 +82,8 @@ def run(url: str, quick: bool) -> list[bool]:
     met = _print_per_op(setup.backend, per_op)
     if wire:
         met += _print_wire(wire)
+    for driver, timings in async_per_op.items():
+        met += _print_async(driver, timings)
     met += _print_throughput(setup.backend, bulk_count, bulk, stream, growth)
     _print_floor(floor_count, floor)
     return met
@@ -105,6 +120,29 @@ def _print_per_op(backend: str, timings: list[Timing]) -> list[bool]:
             f"| {t.name}{baseline} | {t.raw * 1e6:.0f} | {t.plain * 1e6:.0f} "
             f"| {t.project * 1e6:.0f} | {ratio:.2f}x | {target} | {verdict} "
             f"| {t.project / t.raw:.2f}x |"
+        )
+    return met
+
+
+def _print_async(driver: str, timings: list[AsyncTiming]) -> list[bool]:
+    wire = all(t.sent for t in timings)
+    print(f"\nThe async face on {driver}:\n")
+    print(
+        "| operation (µs) | SQLAlchemy AsyncSession | project async | project async / "
+        "AsyncSession | target | met | project sync | async / sync |"
+        + (" statements AsyncSession / project |" if wire else "")
+    )
+    print("|---|---:|---:|---:|---|---|---:|---:|" + ("---:|" if wire else ""))
+    met: list[bool] = []
+    for t in timings:
+        ratio = t.project / t.plain
+        target, verdict, outcome = _verdict(ratio, ASYNC_PER_OP)
+        met += outcome
+        baseline = "" if t.baseline == "plain" else f" (vs {t.baseline})"
+        sent = f" {t.sent['plain']} / {t.sent['project']} |" if wire else ""
+        print(
+            f"| {t.name}{baseline} | {t.plain * 1e6:.0f} | {t.project * 1e6:.0f} | {ratio:.2f}x "
+            f"| {target} | {verdict} | {t.sync * 1e6:.0f} | {t.project / t.sync:.2f}x |{sent}"
         )
     return met
 
