@@ -41,11 +41,10 @@ AIOSQLITE_CANCELLED_QUERY = (
     "aiosqlite: a task cancelled while its query runs leaves its transaction, and SQLite's "
     "write lock, open until the garbage collector frees the cancelled query's cursor. "
     "SQLAlchemy invalidates a connection whose execute() raised CancelledError, without closing "
-    "the cursor, then closes it; sqlite3's close() of a connection with an unfinished statement "
-    "is deferred (sqlite3_close_v2) until that statement is finalised, and the statement is held "
-    "by the cursor, which the CancelledError's traceback (a reference cycle) keeps alive. A "
-    "rollback of the aiosqlite connection before the dialect terminates it would end the "
-    "transaction (uow/_sqlite.py, not owned by this test's author)"
+    "the cursor, then closes it; sqlite3 defers the close of a connection with an unfinished "
+    "statement (sqlite3_close_v2) until that statement is finalised, and the cursor holding it "
+    "is kept alive by the CancelledError's traceback (a reference cycle). Fix: roll the "
+    "aiosqlite connection back before the dialect terminates it"
 )
 
 
