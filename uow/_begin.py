@@ -39,6 +39,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.sql import Select, visitors
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, TextClause
@@ -151,17 +152,23 @@ def send(dbapi_connection: Any, statement: str) -> None:
     """Send a transaction statement (BEGIN, COMMIT, ROLLBACK) on a DBAPI connection.
 
     On the connection, not a statement's cursor: that may be a server-side cursor, which would
-    wrap the statement in DECLARE. For asyncpg (behind SQLAlchemy's adapter) through asyncpg's
-    simple query protocol, in one round trip, its errors translated as the adapter's cursor
+    wrap the statement in DECLARE. For asyncpg and aiosqlite (behind SQLAlchemy's adapters)
+    through the driver connection, in one call, its errors translated as the adapter's cursor
     translates them (SQLAlchemy then recognises a lost connection).
     """
-    if not isinstance(dbapi_connection, AsyncAdapt_asyncpg_connection):
+    if not isinstance(dbapi_connection, _DIRECT_ADAPTERS):
         dbapi_connection.execute(statement)
         return
     try:
         await_(dbapi_connection.driver_connection.execute(statement))
     except Exception as error:
         dbapi_connection._handle_exception(error)
+
+
+# Adapters whose driver connection runs a statement in one call: asyncpg's simple query
+# protocol (one round trip, no prepare), aiosqlite's execute (one trip through its worker
+# thread, where the adapter's execute takes two: a cursor, then the statement).
+_DIRECT_ADAPTERS = (AsyncAdapt_asyncpg_connection, AsyncAdapt_aiosqlite_connection)
 
 
 def _end_transactions_begun_by_hand(engine: Engine) -> None:

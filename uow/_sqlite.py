@@ -7,11 +7,16 @@ Transactional DDL"), we switch its handling off and send BEGIN ourselves (uow._b
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.util import await_
+from sqlalchemy.util.concurrency import in_greenlet
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.engine import URL, Engine
 
 TransactionMode = Literal["DEFERRED", "IMMEDIATE", "EXCLUSIVE"]
@@ -59,3 +64,53 @@ def configure(engine: Engine) -> None:
                 cursor.execute("PRAGMA journal_mode = WAL")
         finally:
             cursor.close()
+
+    if engine.dialect.driver == "aiosqlite":
+        _end_only_open_transactions(engine)
+        _roll_back_before_terminating(engine)
+
+
+def _in_transaction(adapter: Any) -> bool:
+    """Whether aiosqlite's sqlite3 connection is in a transaction: sqlite3 answers locally,
+    without the trip through aiosqlite's worker thread every call of the adapter takes."""
+    connection = getattr(adapter.driver_connection, "_conn", None)  # None: closed
+    return connection is not None and bool(connection.in_transaction)
+
+
+def _end_only_open_transactions(engine: Engine) -> None:
+    """Skip COMMIT and ROLLBACK calls when no transaction is open (a read-only block, with lazy
+    BEGIN): sqlite3 would do nothing, but aiosqlite would still hop to its thread and back."""
+    dialect: Any = engine.dialect  # one per engine: create_engine makes a new one
+
+    def only_when_open(end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def end_if_open(pooled: Any) -> None:
+            adapter = getattr(pooled, "dbapi_connection", pooled)  # the pool's proxy, or bare
+            if _in_transaction(adapter):
+                end(pooled)
+
+        return end_if_open
+
+    dialect.do_commit = only_when_open(dialect.do_commit)
+    dialect.do_rollback = only_when_open(dialect.do_rollback)
+
+
+def _roll_back_before_terminating(engine: Engine) -> None:
+    """Roll back before SQLAlchemy terminates an aiosqlite connection (a task cancelled while
+    its query ran): sqlite3 defers closing a connection whose statement has not finished, so
+    the transaction, and the database's write lock, would last until the garbage collector
+    found the cursor, and the next writer would wait out the busy timeout."""
+    dialect: Any = engine.dialect
+    terminate = dialect.do_terminate
+
+    def roll_back_then_terminate(adapter: Any) -> None:
+        if in_greenlet():  # outside it (garbage collection) nothing can be awaited
+            try:
+                await_(asyncio.shield(adapter.driver_connection.rollback()))
+            except asyncio.CancelledError:
+                terminate(adapter)
+                raise
+            except Exception:
+                pass
+        terminate(adapter)
+
+    dialect.do_terminate = roll_back_then_terminate

@@ -37,15 +37,6 @@ DRIVERS = {
     "psycopg": "postgresql+psycopg",  # create_async_engine takes psycopg's async connection
 }
 
-AIOSQLITE_CANCELLED_QUERY = (
-    "aiosqlite: a task cancelled while its query runs leaves its transaction, and SQLite's "
-    "write lock, open until the garbage collector frees the cancelled query's cursor. "
-    "SQLAlchemy invalidates a connection whose execute() raised CancelledError, without closing "
-    "the cursor, then closes it; sqlite3 defers the close of a connection with an unfinished "
-    "statement (sqlite3_close_v2) until that statement is finalised, and the cursor holding it "
-    "is kept alive by the CancelledError's traceback (a reference cycle). Fix: roll the "
-    "aiosqlite connection back before the dialect terminates it"
-)
 
 
 class UsersUnitOfWork(AsyncUnitOfWork):
@@ -358,8 +349,6 @@ async def test_a_task_cancelled_inside_a_block_rolls_back_and_gives_its_connecti
     where: str,
     how: str,
 ) -> None:
-    if driver == "aiosqlite" and where == "awaiting a query":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=AIOSQLITE_CANCELLED_QUERY))
     stall: Stall
     if where == "idle after a write":
         stall = IdleStall()
