@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 # Read at run time (the unit of work's annotations): ruff's runtime-evaluated base classes name
 # only the sync UnitOfWork.
-from repositories import AsyncRepository  # noqa: TC001
+from repositories import AsyncRepository
 from uow import AsyncDatabase, AsyncUnitOfWork
 
 if TYPE_CHECKING:

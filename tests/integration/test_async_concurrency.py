@@ -38,7 +38,6 @@ DRIVERS = {
 }
 
 
-
 class UsersUnitOfWork(AsyncUnitOfWork):
     users: AsyncRepository[User]
 

@@ -7,7 +7,6 @@ released together by a barrier, each call its own unit of work. SQLite: the same
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from tests.integration.helpers import race_in_processes, rotated
 from tests.models import AppUnitOfWork, User
 from uow import Database
 
@@ -26,8 +26,7 @@ METHODS = ["first_or_create", "create_or_first", "get_or_create"]
 
 
 def _rotated(worker: int) -> list[str]:
-    shift = worker * len(KEYS) // WORKERS
-    return KEYS[shift:] + KEYS[:shift]
+    return rotated(KEYS, worker, WORKERS)
 
 
 def _call_each_key(db: Database, method: str, worker: int, wait: Callable[[], Any]) -> list[str]:
@@ -64,20 +63,7 @@ def _row_counts(db: Database) -> tuple[int, int]:
 def _race_in_processes(db: Database, target: Callable[..., None], method: str = "") -> list[str]:
     """Run `target` in WORKERS forked processes released by one barrier; all their errors."""
     db.dispose()  # children start from an empty pool either way; keep the parent's clean
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(WORKERS)
-    results = context.Queue()
-    processes = [
-        context.Process(target=target, args=(db, method, worker, barrier, results))
-        for worker in range(WORKERS)
-    ]
-    for process in processes:
-        process.start()
-    errors = [error for _ in processes for error in results.get(timeout=240)]
-    for process in processes:
-        process.join(timeout=60)
-    exit_codes = [process.exitcode for process in processes]
-    return errors + [f"worker exited with {code}" for code in exit_codes if code != 0]
+    return race_in_processes(target, (db, method), WORKERS)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
