@@ -21,8 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-# Read at run time (the unit of work's annotations): ruff's runtime-evaluated base classes name
-# only the sync UnitOfWork.
 from repositories import AsyncRepository
 from uow import AsyncDatabase, AsyncUnitOfWork
 
