@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,44 @@ CLIENTS = {
     "async plain": "bench-async-plain",
     "async project": "bench-async-project",
 }
+
+
+def round_trips(pgconns: Callable[[], list[Any]], fn: Callable[[], Any]) -> int:
+    """How many network round trips `fn()` took on the psycopg connections `pgconns()` names
+    once `fn` has run (libpq's own protocol trace: each run of messages the client sent before
+    the server's answers is one round trip)."""
+    from psycopg import pq
+
+    with tempfile.TemporaryFile("w+") as trace:
+        traced: list[Any] = []
+
+        def start(pgconn: Any) -> None:
+            pgconn.trace(trace.fileno())
+            pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            traced.append(pgconn)
+
+        for pgconn in pgconns():
+            start(pgconn)
+        try:
+            fn()
+        finally:
+            for pgconn in traced:
+                pgconn.untrace()
+        trace.seek(0)
+        lines = trace.read().splitlines()
+    directions = [line[0] for line in lines if line[:2] in ("F\t", "B\t")]
+    pairs = zip(["B", *directions], directions, strict=False)
+    return sum(1 for before, now in pairs if now == "F" and before != "F")
+
+
+def pooled_pgconns(engine: Any) -> Callable[[], list[Any]]:
+    """The libpq connections of every connection in `engine`'s pool (checked in)."""
+
+    def pgconns() -> list[Any]:
+        pool = engine.pool
+        return [record.dbapi_connection.pgconn for record in list(pool._pool.queue)]
+
+    return pgconns
 
 
 def server_log() -> Path | None:

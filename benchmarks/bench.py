@@ -148,28 +148,44 @@ def _print_async(driver: str, timings: list[AsyncTiming]) -> list[bool]:
 
 
 def _wire_counts(setup: Setup, log: Path) -> dict[str, dict[str, int]]:
-    """Statements on the wire for one run of each operation, per client."""
+    """Statements on the wire for one run of each operation, per client, and the round trips
+    SQLAlchemy's and the project's took (libpq's trace; their pools hold one warm connection)."""
     counts = {}
+    raw = lambda: [setup.raw.conn.pgconn]  # noqa: E731
+    plain, project = _wire.pooled_pgconns(setup.plain), _wire.pooled_pgconns(setup.db.engine)
     for op in _per_op.operations(setup):
         fns = {"raw": op.raw, "plain": op.plain, "project": op.project}
         counts[op.name] = {client: _wire.statements(log, client, fn) for client, fn in fns.items()}
+        for client, pgconns in (("raw", raw), ("plain", plain), ("project", project)):
+            counts[op.name][f"{client} trips"] = _wire.round_trips(pgconns, fns[client])
     return counts
 
 
 def _print_wire(counts: dict[str, dict[str, int]]) -> list[bool]:
-    print("\nStatements the server received for one operation (its log, `log_statement=all`):\n")
-    print("| operation | raw driver | SQLAlchemy | project | target | met |")
-    print("|---|---:|---:|---:|---|---|")
+    print(
+        "\nStatements the server received for one operation (its log, `log_statement=all`), "
+        "and the network round trips they took (libpq's protocol trace):\n"
+    )
+    print(
+        "| operation | raw driver | SQLAlchemy | project | target | met "
+        "| round trips: raw / SQLAlchemy / project | target | met |"
+    )
+    print("|---|---:|---:|---:|---|---|---:|---|---|")
     met: list[bool] = []
     for name, sent in counts.items():
+        trips = f"{sent['raw trips']} / {sent['plain trips']} / {sent['project trips']}"
         if name in _per_op.READS:
             target, ok = "exactly 1", sent["project"] == 1
+            trip_target, trips_ok = "exactly 1", sent["project trips"] == 1
         else:
             target, ok = "fewer than SQLAlchemy", sent["project"] < sent["plain"]
-        met.append(ok)
+            trip_target = "fewer than SQLAlchemy"
+            trips_ok = sent["project trips"] < sent["plain trips"]
+        met.append(trips_ok)
         print(
             f"| {name} | {sent['raw']} | {sent['plain']} | {sent['project']} | {target} "
-            f"| {'yes' if ok else '**no**'} |"
+            f"| {'yes' if ok else 'no'} | {trips} | {trip_target} "
+            f"| {'yes' if trips_ok else '**no**'} |"
         )
     return met
 
