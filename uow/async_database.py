@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -9,15 +10,22 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from uow._fork import ProcessLocal
 from uow._urls import resolve_url
 from uow.async_session import AsyncScopedSession, AsyncSession
-from uow.database import _engine_options, _ids, configure_engine
+from uow.database import (
+    _begin_on_server,
+    _check_can_join,
+    _engine_options,
+    _ids,
+    _sessions_joining,
+    configure_engine,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from sqlalchemy import MetaData
     from sqlalchemy.engine import URL
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from uow._sqlite import TransactionMode
     from uow.unit_of_work import _Frame
@@ -100,6 +108,36 @@ class AsyncDatabase:
         this context or in contexts copied from it (tasks), and closes them all at the end.
         """
         return self.s.scope()
+
+    @asynccontextmanager
+    async def test_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """`async with adb.test_transaction():` one transaction rolled back at the end: for tests.
+
+        As [`Database.test_transaction`][uow.Database.test_transaction]: every session of this
+        AsyncDatabase opened inside (`adb.s`, async units of work, `adb.Session()`, in any task)
+        joins one outer connection through a SAVEPOINT of its own; a unit of work's COMMIT
+        releases its savepoint and its `on_commit` callbacks run then; everything is rolled back
+        at the end. The connection belongs to the event loop the block runs in: code that runs
+        the app in another loop (Starlette's `TestClient`) cannot use it on asyncpg; send
+        requests with `httpx.AsyncClient(transport=httpx.ASGITransport(app))` in the test's
+        loop instead.
+
+        Raises:
+            UnitOfWorkError: as for `Database.test_transaction`.
+        """
+        _check_can_join(self)
+        async with self.engine.connect() as connection:
+            transaction = await connection.begin()
+            try:
+                await connection.run_sync(_begin_on_server)
+                with _sessions_joining(self.Session, connection):
+                    try:
+                        yield connection
+                    finally:
+                        await self.s.remove()
+            finally:
+                if transaction.is_active:
+                    await transaction.rollback()
 
     async def create_all(self, metadata: MetaData) -> None:
         """Create the tables of `metadata` that do not exist yet."""

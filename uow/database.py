@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.orm import sessionmaker
 
+from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 from repositories._dialects import SQLITE_BUSY_TIMEOUT
 from uow import _begin, _fork, _liveness, _sqlite, _transactions
 from uow._fork import ProcessLocal
 from uow._scoped import ScopedSession
 from uow._urls import resolve_url
+from uow.errors import UnitOfWorkError
 from uow.session import Session
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from contextlib import AbstractContextManager
 
-    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.engine import URL, Connection, Engine
 
     from uow._sqlite import TransactionMode
     from uow.unit_of_work import _Frame
@@ -148,6 +151,60 @@ class Database:
         """
         return self.s.scope()
 
+    @contextmanager
+    def test_transaction(self) -> Iterator[Connection]:
+        """Run the block in one transaction that is rolled back at the end: for tests.
+
+        Every session of this Database opened inside the block joins one outer connection and
+        its transaction: `db.s`, units of work and `db.Session()`, in this context and in any
+        other thread or task (a web framework's test client serving a request). Each session's
+        transaction is a SAVEPOINT of the outer one (SQLAlchemy's
+        `join_transaction_mode="create_savepoint"`), so code under test runs unchanged: the
+        COMMIT of a `with uow:` block releases its savepoint, and its `on_commit` callbacks run
+        then, as after a commit; an exception rolls back to the block's savepoint only; a
+        nested block is a savepoint inside it. At the end of the block everything is rolled
+        back, also when the block raised, and the context's `db.s` session is removed.
+
+        The outer transaction is begun on the server at once (lazy BEGIN waits for nothing
+        here), so on SQLite it holds the database's write lock until the end: other
+        connections to the same file wait for it. Sessions opened inside share one connection,
+        so they must take turns: one request at a time, and no session used from two threads
+        at once (a test client's requests run one at a time, which is fine). Sessions opened
+        before the block keep their own connection and do not join.
+
+        Yields:
+            The outer connection (`db.s` and the units of work need nothing from it).
+
+        Raises:
+            UnitOfWorkError: already inside a test transaction of this Database, inside a
+                `with uow:` block, or with a `db.s` session open in this context (it could not
+                join).
+
+        Examples:
+            ```python
+            with db.test_transaction():
+                with uow:
+                    uow.users.create(email="ada@example.com")
+                with uow:
+                    assert uow.users.count() == 1
+            with uow:
+                assert uow.users.count() == 0  # rolled back
+            ```
+        """
+        _check_can_join(self)
+        with self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                _begin_on_server(connection)
+                with _sessions_joining(self.Session, connection):
+                    try:
+                        yield connection
+                    finally:
+                        self.s.remove()
+            finally:
+                if transaction.is_active:
+                    transaction.rollback()
+
     def create_all(self, metadata: MetaData) -> None:
         """Create the tables of `metadata` that do not exist yet."""
         metadata.create_all(self.engine)
@@ -180,6 +237,47 @@ def _engine_options(url: str | URL, options: dict[str, Any], lazy_begin: bool) -
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
         options["connect_args"] = connect_args
     return resolved, lazy
+
+
+def _check_can_join(database: Any) -> None:
+    """Refuse a test transaction where sessions of `database` could not all join it."""
+    if database.Session.kw.get("join_transaction_mode") == _JOIN_MODE:
+        raise UnitOfWorkError(f"{database!r} is already inside a test transaction")
+    if database.in_unit_of_work:
+        raise UnitOfWorkError(
+            "test_transaction() cannot start inside a `with uow:` block: its session could "
+            "not join the test transaction. Enter test_transaction() first"
+        )
+    if database.s.registry.has():
+        raise UnitOfWorkError(
+            "this context has a session (db.s) open already, which could not join the test "
+            "transaction: remove it first (`db.s.remove()`) or enter test_transaction() first"
+        )
+
+
+_JOIN_MODE = "create_savepoint"
+
+
+def _begin_on_server(connection: Connection) -> None:
+    """Begin the connection's transaction on the server now, where BEGIN is lazy (it waits
+    for a first write otherwise, and the reads before it would see no outer transaction)."""
+    info = connection.info
+    if info.get(LAZY) and not info.get(BEGUN):
+        info[BEGUN] = True
+        _begin.send(connection.connection.dbapi_connection, info[BEGIN_STATEMENT])
+
+
+@contextmanager
+def _sessions_joining(factory: Any, connection: Any) -> Iterator[None]:
+    """Make every session `factory` (a `sessionmaker` or `async_sessionmaker`) creates inside
+    the block join `connection`'s transaction through a SAVEPOINT of its own."""
+    saved = dict(factory.kw)
+    factory.configure(bind=connection, join_transaction_mode=_JOIN_MODE)
+    try:
+        yield
+    finally:
+        factory.kw.clear()
+        factory.kw.update(saved)
 
 
 def configure_engine(

@@ -139,7 +139,7 @@ class UnitOfWorkBase:
         finally:
             self._scoped()._remove_now()
             frame.session._retire()
-        return frame.callbacks if committed else []
+        return _committed(self.database, frame.callbacks) if committed else []
 
     def _commit(self) -> list[_Callback]:
         frames = self._frames()
@@ -162,7 +162,7 @@ class UnitOfWorkBase:
             frame.session.begin()
             raise
         frame.session.begin()
-        return callbacks
+        return _committed(self.database, callbacks)
 
     def _rollback(self) -> None:
         frame = self._innermost("uow.rollback()")
@@ -392,6 +392,21 @@ def _rollback(rollback: Callable[[], None], raise_errors: bool) -> None:
             raise
         # Never hide the original exception behind a secondary failure.
         logger.exception("rollback failed while handling another exception")
+
+
+# The databases whose committed on_commit callbacks are collected instead of run, by
+# `uow.testing.capture_on_commit_callbacks`: per Database, not per context, so that the
+# callbacks of a request served in another thread are collected too.
+_captured: WeakKeyDictionary[Any, list[_Callback]] = WeakKeyDictionary()
+
+
+def _committed(database: Any, callbacks: list[_Callback]) -> list[_Callback]:
+    """The callbacks a commit must run now: none while `database`'s are being captured."""
+    captured = _captured.get(database)
+    if captured is None or not callbacks:
+        return callbacks
+    captured.extend(callbacks)
+    return []
 
 
 def _run_callbacks(callbacks: list[_Callback]) -> None:
