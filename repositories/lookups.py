@@ -11,6 +11,7 @@ look attributes up; they never become SQL text, and values are always bound para
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,16 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import InstrumentedAttribute, RelationshipProperty
 from sqlalchemy.sql import operators
 
-__all__ = ["OPERATORS", "EmptyResult", "build_conditions", "check_key", "template_conditions"]
+__all__ = [
+    "OPERATORS",
+    "EmptyResult",
+    "Lookup",
+    "build_conditions",
+    "check_key",
+    "in_values",
+    "parse_key",
+    "template_conditions",
+]
 
 
 class EmptyResult(Exception):
@@ -340,9 +350,29 @@ def build_conditions(
     return conditions
 
 
-def _condition(
-    model: type[Any], key: str, value: Any, dialect: Callable[[], str]
-) -> ColumnElement[bool]:
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A lookup key walked through the mappers: where its field is, and its operator.
+
+    `path` holds the relationships stepped through, outermost first; `model` is the class that
+    has `name`, a column (`relationship` False) or a relationship compared as a whole
+    (`author=ada`, `posts__isnull=True`; `op` is then "exact" or "isnull").
+    """
+
+    path: tuple[RelationshipProperty[Any], ...]
+    model: type[Any]
+    name: str
+    op: str
+    relationship: bool
+
+
+def parse_key(model: type[Any], key: str) -> Lookup:
+    """Walk `key` (`"author__email__iexact"`) through `model`'s mapper; the one parser of keys.
+
+    Raises:
+        FieldError: a name is not a field or relationship, the operator is unknown, or the key
+            ends at a relationship with an operator other than `exact`/`isnull`.
+    """
     parts = key.split("__")
     path: list[RelationshipProperty[Any]] = []
     current = model
@@ -350,24 +380,41 @@ def _condition(
         fields = fields_of(current)
         rest = parts[index + 1 :]
         if part in fields.columns:
-            op = _operator(key, current, rest)
-            column = getattr(current, part)
-            if op == "in" and isinstance(value, Iterable) and not isinstance(value, str | bytes):
-                value = list(value)  # a generator is read once, here, so its values are checked
-            _check_value(current, part, fields.python_types[part], op, value)
-            condition = OPERATORS[op](column, value, dialect)
-            return _through(path, condition)
+            return Lookup(tuple(path), current, part, _operator(key, current, rest), False)
         if part in fields.relationships:
             relationship = fields.relationships[part]
             if not rest or (len(rest) == 1 and rest[0] in ("exact", "isnull")):
-                condition = _relationship_condition(current, part, rest, value)
-                return _through(path, condition)
+                op = rest[0] if rest else "exact"
+                return Lookup(tuple(path), current, part, op, True)
             path.append(relationship)
             current = relationship.mapper.class_
             continue
         where = f" (in {current.__name__}, reached through {key!r})" if path else ""
         raise unknown_field(current, part, why=where)
     raise FieldError(f"lookup {key!r} ends at a relationship; name a field of it")
+
+
+def in_values(value: Any) -> Any:
+    """An `in` lookup's value as the operator reads it: a generator read once, into a list."""
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return list(value)
+    return value
+
+
+def _condition(
+    model: type[Any], key: str, value: Any, dialect: Callable[[], str]
+) -> ColumnElement[bool]:
+    lookup = parse_key(model, key)
+    current, part, op = lookup.model, lookup.name, lookup.op
+    if lookup.relationship:
+        rest = [op] if op == "isnull" else []
+        return _through(lookup.path, _relationship_condition(current, part, rest, value))
+    column = getattr(current, part)
+    if op == "in":
+        value = in_values(value)  # a generator is read once, here, so its values are checked
+    _check_value(current, part, fields_of(current).python_types[part], op, value)
+    condition = OPERATORS[op](column, value, dialect)
+    return _through(lookup.path, condition)
 
 
 def _operator(key: str, model: type[Any], rest: list[str]) -> str:
@@ -465,7 +512,7 @@ def _short(value: Any) -> str:
 
 
 def _through(
-    path: list[RelationshipProperty[Any]], condition: ColumnElement[bool]
+    path: tuple[RelationshipProperty[Any], ...], condition: ColumnElement[bool]
 ) -> ColumnElement[bool]:
     # Innermost first: Post.author.has(User.org.has(Org.name == x)). EXISTS, never a JOIN,
     # so a to-many step cannot multiply the rows of the outer query.
