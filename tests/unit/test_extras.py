@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib
 import importlib.metadata
 import sys
 from pathlib import Path
@@ -105,3 +106,25 @@ def test_a_sync_database_keeps_its_sync_drivers_for_a_url_without_one() -> None:
 def test_a_sync_only_driver_named_in_an_async_url_is_refused_before_any_connection() -> None:
     with pytest.raises(InvalidRequestError, match="not async"):
         AsyncDatabase("sqlite+pysqlite:///app.db")
+
+
+# -- issue 13: migrations -----------------------------------------------------------------------
+
+
+def test_the_migrations_extra_brings_alembic_and_the_test_extra_does_too() -> None:
+    assert extra("migrations") == {"alembic"}
+    assert extra("migrations") <= extra("test")
+
+
+def test_migrations_without_alembic_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    block_modules(monkeypatch, "alembic")
+    monkeypatch.delitem(sys.modules, "uow.migrations", raising=False)  # restored afterwards
+    with pytest.raises(ImportError) as caught:
+        importlib.import_module("uow.migrations")
+    assert str(caught.value) == (
+        "uow.migrations needs 'alembic', which is not installed: "
+        'pip install "uow-repositories[migrations]"'
+    )
+    assert caught.value.name == "alembic"
