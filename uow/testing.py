@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 
+from uow._memory import AsyncInMemoryDatabase, InMemoryDatabase, InMemorySQLError
 from uow.unit_of_work import _captured, log_callback_failure, run_callback
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from uow.unit_of_work import _Callback
 
 __all__ = [
+    "AsyncInMemoryDatabase",
+    "InMemoryDatabase",
+    "InMemorySQLError",
     "OnCommitCapture",
     "StatementLog",
     "assert_num_statements",

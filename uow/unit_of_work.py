@@ -216,7 +216,11 @@ class UnitOfWorkBase:
         cache_ = frames[0].repositories
         repository = cache_.get(key)
         if repository is None:
-            repository = cache_[key] = build(frames[0].facade)
+            # A database may build its repositories itself (the in-memory one, uow.testing).
+            custom = getattr(self.database, "_build_repository", None)
+            facade = frames[0].facade
+            repository = build(facade) if custom is None else custom(key, facade)
+            cache_[key] = repository
         return repository
 
     def __repr__(self) -> str:
