@@ -376,3 +376,28 @@ def test_alembics_own_command_line_runs_the_same_env_py(tmp_path: Path) -> None:
         [*alembic, "upgrade", "head"], cwd=tmp_path, env=environ, check=True, timeout=120
     )
     assert set(tables(url)) == {"alembic_version", "authors", "books"}
+
+
+def test_a_failing_revision_leaves_the_schema_as_it_was(
+    url: str, sync_url: str, tmp_path: Path
+) -> None:
+    # The revision runs in one transaction (lazy BEGIN sends it before the first DDL): the
+    # table it created before failing is rolled back with the version's update.
+    with database_of(url) as database:
+        migrations = Migrations(database, models(1), tmp_path / "migrations")
+        migrations.init()
+        first = migrations.revision("create authors and books")
+        migrations.upgrade()
+        broken = migrations.revision("broken", autogenerate=False)
+        source = broken.path.read_text().replace(
+            '    """Upgrade schema."""\n    pass',
+            '    """Upgrade schema."""\n'
+            '    op.create_table("notes", sa.Column("id", sa.Integer, primary_key=True))\n'
+            '    raise RuntimeError("the revision failed")',
+        )
+        assert "the revision failed" in source
+        broken.path.write_text(source)
+        with pytest.raises(RuntimeError, match="the revision failed"):
+            migrations.upgrade()
+        assert migrations.current() == (first.id,)
+        assert "notes" not in tables(sync_url)
