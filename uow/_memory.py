@@ -1063,33 +1063,87 @@ def _memory_class(cls: type[Any]) -> type[Any]:
 _ids = itertools.count(1)
 
 
+class _AsyncMemorySession:
+    """What an AsyncUnitOfWork (`uow.session`, `adb.s()`) gets in memory: an AsyncSession's
+    face over a `_MemorySession`, whose methods it awaits as the async face awaits the sync
+    code; its SQL methods raise `InMemorySQLError` as the sync session's do."""
+
+    def __init__(self, session: _MemorySession) -> None:
+        self.sync_session = session
+
+    def add(self, obj: Any) -> None:
+        """See `_MemorySession.add` (not awaited, as on an AsyncSession)."""
+        self.sync_session.add(obj)
+
+    def add_all(self, objs: Iterable[Any]) -> None:
+        """See `_MemorySession.add_all` (not awaited, as on an AsyncSession)."""
+        self.sync_session.add_all(objs)
+
+    async def flush(self) -> None:
+        """See `_MemorySession.flush`."""
+        self.sync_session.flush()
+
+    async def delete(self, obj: Any) -> None:
+        """See `_MemorySession.delete`."""
+        self.sync_session.delete(obj)
+
+    async def get(self, model: type[ModelT], pk: Any) -> ModelT | None:
+        """See `_MemorySession.get`."""
+        return self.sync_session.get(model, pk)
+
+    async def close(self) -> None:
+        """Roll back what was not committed."""
+        self.sync_session.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sync_session, name)  # execute, scalars...: InMemorySQLError
+
+    def __repr__(self) -> str:
+        return "<in-memory async session>"
+
+
 class _MemoryScoped:
     """`db.s` of an in-memory database: one session per context, as `ScopedSession` keeps."""
 
     def __init__(self, store: _Store, name: str) -> None:
         self._store = store
-        self._sessions: ProcessLocal[_MemorySession | None] = ProcessLocal(name, None)
+        self._sessions: ProcessLocal[Any] = ProcessLocal(name, None)
 
-    def __call__(self) -> _MemorySession:
+    def __call__(self) -> Any:
         session = self._sessions.get()
         if session is None:
-            session = _MemorySession(self._store)
+            session = self._facade(_MemorySession(self._store))
             self._sessions.set(session)
+        return session
+
+    def _facade(self, session: _MemorySession) -> Any:
         return session
 
     def _remove_now(self) -> None:
         session = self._sessions.get()
         if session is not None:
-            session.close()
+            session.sync_session.close()
             self._sessions.set(None)
 
+    def scope(self) -> nullcontext[None]:
+        """Nothing to close at the end of a scope (`with` or `async with`): sessions hold no
+        connection."""
+        return nullcontext()
+
+
+class _SyncScoped(_MemoryScoped):
     def remove(self) -> None:
         """Close and forget this context's session."""
         self._remove_now()
 
-    def scope(self) -> nullcontext[None]:
-        """Nothing to close at the end of a scope: sessions hold no connection."""
-        return nullcontext()
+
+class _AsyncScoped(_MemoryScoped):
+    def _facade(self, session: _MemorySession) -> Any:
+        return _AsyncMemorySession(session)
+
+    async def remove(self) -> None:
+        """Close and forget this context's session (awaited, as `AsyncScopedSession.remove`)."""
+        self._remove_now()
 
 
 class _Memory:
@@ -1097,10 +1151,10 @@ class _Memory:
 
     _store: _Store
 
-    def _start(self) -> None:
+    def _start(self, scoped: type[_MemoryScoped]) -> None:
         number = next(_ids)
         self._store = _Store()
-        self.s = cast("Any", _MemoryScoped(self._store, f"uow_memory_session_{number}"))
+        self.s = cast("Any", scoped(self._store, f"uow_memory_session_{number}"))
         self._frames: ProcessLocal[tuple[_Frame, ...]] = ProcessLocal(
             f"uow_memory_stack_{number}", ()
         )
@@ -1113,7 +1167,7 @@ class _Memory:
         if issubclass(origin, AsyncRepository):
             repository = origin(facade, model)
             # The async face runs the sync in-memory repository, as it runs the sync one.
-            repository.sync = _MemoryRepository(facade, repository.model)
+            repository.sync = _MemoryRepository(facade.sync_session, repository.model)
             return repository
         return _memory_class(origin)(facade, model)
 
@@ -1160,7 +1214,7 @@ class InMemoryDatabase(_Memory, Database):
     """
 
     def __init__(self) -> None:
-        self._start()
+        self._start(_SyncScoped)
 
     def create_all(self, metadata: MetaData) -> None:
         """Nothing to create: tables exist as soon as a row is stored."""
@@ -1210,7 +1264,7 @@ class AsyncInMemoryDatabase(_Memory, AsyncDatabase):
     """
 
     def __init__(self) -> None:
-        self._start()
+        self._start(_AsyncScoped)
 
     async def create_all(self, metadata: MetaData) -> None:
         """Nothing to create: tables exist as soon as a row is stored."""

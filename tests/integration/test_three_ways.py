@@ -555,7 +555,8 @@ class AsyncAppUnitOfWork(AsyncUnitOfWork):
 
 
 async def test_the_async_face_runs_the_same_memory_code() -> None:
-    uow = AsyncAppUnitOfWork(AsyncInMemoryDatabase())
+    adb = AsyncInMemoryDatabase()
+    uow = AsyncAppUnitOfWork(adb)
     ran: list[int] = []
     async with uow:
         ada = await uow.users.create(email="ada@example.com", name="Ada", age=36)
@@ -577,6 +578,10 @@ async def test_the_async_face_runs_the_same_memory_code() -> None:
         with pytest.raises(InMemorySQLError):
             await uow.session.execute(select(User))
         await uow.rollback()
+    async with adb.session_scope():
+        assert await adb.s().get(User, 1) is not None
+    await adb.s.remove()
+    await adb.dispose()
 
 
 def test_rows_shows_what_is_stored() -> None:
