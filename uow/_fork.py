@@ -14,6 +14,18 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _engines: WeakSet[Engine] = WeakSet()
+
+# This process's id, kept up to date in forked children: read on every unit-of-work step, where
+# os.getpid() would be a system call each time.
+_pid = os.getpid()
+
+
+def _note_new_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_new_pid)
 _lock = threading.Lock()
 _hook_installed = False
 
@@ -56,13 +68,13 @@ class ProcessLocal(Generic[T]):
     def get(self) -> T:
         """The value this process set in this context, else the default."""
         stored = self._var.get()
-        if stored is None or stored[0] != os.getpid():
+        if stored is None or stored[0] != _pid:
             return self._default
         return stored[1]
 
     def set(self, value: T) -> Token[tuple[int, T] | None]:
         """Set the value for this context, in this process."""
-        return self._var.set((os.getpid(), value))
+        return self._var.set((_pid, value))
 
     def reset(self, token: Token[tuple[int, T] | None]) -> None:
         """Undo a `set` (ValueError when `token` was made in another context)."""
