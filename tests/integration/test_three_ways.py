@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import ForeignKey, String, UniqueConstraint, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from repositories import AsyncRepository, Repository
 from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned
 from tests.conftest import fresh_database
 from tests.models import AppUnitOfWork, Membership, Post, User
-from uow import AsyncUnitOfWork, Database
+from uow import AsyncUnitOfWork, Database, UnitOfWork
 from uow.testing import AsyncInMemoryDatabase, InMemoryDatabase, InMemorySQLError
 
 WAYS = ["memory", "sqlite", "postgresql"]
@@ -432,6 +433,64 @@ def test_constraint_violations_raise_integrity_error(seeded: AppUnitOfWork) -> N
         assert seeded.users.one(name="Bob").email == "bob@example.org"
         assert seeded.memberships.count() == 1
     assert everyone(seeded) == before
+
+
+class LabelBase(DeclarativeBase):
+    pass
+
+
+class Label(LabelBase):
+    """A unique constraint over two columns, and Python-side defaults (a value, a callable)."""
+
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(50))
+    rank: Mapped[int] = mapped_column(default=5)
+    made_by: Mapped[str] = mapped_column(String(50), default=lambda: "factory")
+
+
+class Note(LabelBase):
+    """A foreign key whose rows go with their label (ON DELETE CASCADE)."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(String(50))
+
+
+class LabelUnitOfWork(UnitOfWork):
+    labels: Repository[Label]
+    notes: Repository[Note]
+
+
+@pytest.fixture
+def labels(db: Database) -> LabelUnitOfWork:
+    if not isinstance(db, InMemoryDatabase):
+        db.create_all(LabelBase.metadata)
+    return LabelUnitOfWork(db)
+
+
+def test_unique_constraints_defaults_and_ondelete(labels: LabelUnitOfWork) -> None:
+    with labels:
+        first = labels.labels.create(owner="ada", name="red")
+        assert (first.id, first.rank, first.made_by) == (1, 5, "factory")
+        labels.labels.create(owner="bob", name="red", rank=1)
+        with pytest.raises(IntegrityError), labels:
+            labels.labels.create(owner="ada", name="red")
+        same, created = labels.labels.get_or_create(owner="ada", name="red")
+        assert (same.id, created) == (1, False)
+        kept = labels.labels.create_or_first(owner="ada", name="red", defaults={"rank": 9})
+        assert (kept.id, kept.rank) == (1, 5)
+        labels.notes.bulk_create([{"label_id": 1, "text": "a"}, {"label_id": 2, "text": "b"}])
+        assert labels.labels.filter(owner="ada").delete() == 1
+        assert [n.text for n in labels.notes.all()] == ["b"]  # cascaded
+        labels.labels.delete(labels.labels.one(owner="bob"))
+        assert labels.notes.count() == 0
+        assert labels.labels.count() == 0
 
 
 # -- transactions ------------------------------------------------------------------------------
