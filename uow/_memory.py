@@ -10,8 +10,9 @@ come first in its method order and reach the in-memory ones through the base API
 What a flush does on a database, `_MemorySession.flush` does on the store: it inserts the added
 objects (Python-side defaults, autoincrement keys), copies keys from related objects, and checks
 the table's NOT NULL, primary key, unique and foreign key constraints, raising
-`sqlalchemy.exc.IntegrityError` as a database would; a failed flush leaves the store as the last
-good flush left it. Transactions and savepoints are snapshots of the column values of every row.
+`sqlalchemy.exc.IntegrityError` as a database would; a failed flush takes its new rows out, and
+the rest is undone by the rollback of the block or savepoint, as on a database. Transactions and
+savepoints are snapshots of the column values of every row.
 Lookups are parsed by `repositories.lookups` (the same checks, the same errors) and evaluated in
 Python. No SQL runs: code that needs it gets `InMemorySQLError`.
 """
@@ -325,18 +326,20 @@ class _Store:
 
     def check(self) -> None:
         """Raise IntegrityError for the first constraint a row breaks, as a database would."""
+        # Read from each object's __dict__ (a stored row has every column there): a flush
+        # checks every row, and the instrumented attributes cost several times as much.
         for model, rows in self.tables.items():
             schema = _schema(model)
+            states = [obj.__dict__ for obj in rows]
             for key in schema.not_null:
-                for obj in rows:
-                    if getattr(obj, key, None) is None:
-                        raise _integrity_error(
-                            f"NOT NULL constraint failed: {schema.table}.{key}", "23502"
-                        )
+                if any(state.get(key) is None for state in states):
+                    raise _integrity_error(
+                        f"NOT NULL constraint failed: {schema.table}.{key}", "23502"
+                    )
             for keys in schema.unique:
                 seen: set[tuple[Any, ...]] = set()
-                for obj in rows:
-                    values = tuple(getattr(obj, key, None) for key in keys)
+                for state in states:
+                    values = tuple(state.get(key) for key in keys)
                     if None in values:
                         continue  # NULLs never conflict
                     if values in seen:
@@ -344,17 +347,19 @@ class _Store:
                         raise _integrity_error(f"UNIQUE constraint failed: {names}", "23505")
                     seen.add(values)
             for foreign_key in schema.foreign_keys:
-                self._check_foreign_key(schema, rows, foreign_key)
+                self._check_foreign_key(schema, states, foreign_key)
 
-    def _check_foreign_key(self, schema: _Schema, rows: list[Any], key: _ForeignKey) -> None:
-        if key.target is None:
+    def _check_foreign_key(
+        self, schema: _Schema, states: list[dict[str, Any]], key: _ForeignKey
+    ) -> None:
+        if key.target is None or not states:
             return
         present = {
-            tuple(getattr(target, name, None) for name in key.remote)
+            tuple(target.__dict__.get(name) for name in key.remote)
             for target in self.rows(key.target)
         }
-        for obj in rows:
-            values = tuple(getattr(obj, name, None) for name in key.local)
+        for state in states:
+            values = tuple(state.get(name) for name in key.local)
             if None not in values and values not in present:
                 raise _integrity_error(
                     f"FOREIGN KEY constraint failed: {schema.table}"
@@ -507,7 +512,6 @@ class _MemorySession:
     def __init__(self, store: _Store) -> None:
         self._store = store
         self._begun: _Snapshot | None = None
-        self._flushed: _Snapshot | None = None
         self._pending: list[Any] = []
 
     @property
@@ -521,7 +525,7 @@ class _MemorySession:
         return self._begun is not None
 
     def begin(self) -> None:
-        self._begun = self._flushed = self._store.snapshot()
+        self._begun = self._store.snapshot()
 
     def begin_nested(self) -> _MemorySavepoint:
         self.flush()
@@ -529,13 +533,13 @@ class _MemorySession:
 
     def commit(self) -> None:
         self.flush()
-        self._begun = self._flushed = None
+        self._begun = None
 
     def rollback(self) -> None:
         self._pending.clear()
         if self._begun is not None:
             self._store.restore(self._begun)
-        self._begun = self._flushed = None
+        self._begun = None
 
     def close(self) -> None:
         self.rollback()
@@ -549,7 +553,6 @@ class _MemorySession:
     def _restore(self, snapshot: _Snapshot) -> None:
         self._pending.clear()
         self._store.restore(snapshot)
-        self._flushed = snapshot
 
     # -- data -------------------------------------------------------------------------------
 
@@ -572,10 +575,14 @@ class _MemorySession:
         self._store.remove(obj, orm=True)
 
     def flush(self) -> None:
-        """Insert the added objects and check every constraint; on a failure the store is left
-        as the last successful flush left it and IntegrityError is raised."""
+        """Insert the added objects and check every constraint, raising IntegrityError for a
+        broken one. A failed flush takes out the rows it inserted; other changes (attributes
+        set, rows deleted) stay until the block or its savepoint rolls back, as a database's
+        failed flush leaves the transaction to roll back."""
         if self._begun is None:
             self.begin()
+        tables = self._store.tables
+        sizes = {model: len(rows) for model, rows in tables.items()}
         try:
             pending, self._pending = self._pending, []
             for obj in pending:
@@ -583,10 +590,9 @@ class _MemorySession:
             self._store.settle_links()
             self._store.check()
         except BaseException:
-            if self._flushed is not None:
-                self._restore(self._flushed)
+            for model, rows in tables.items():  # a flush only appends rows
+                del rows[sizes.get(model, 0) :]
             raise
-        self._flushed = self._store.snapshot()
 
     def get(self, model: type[ModelT], pk: Any) -> ModelT | None:
         """The stored object with this primary key (a value, a tuple or a dict), or None."""
