@@ -513,6 +513,7 @@ class _MemorySession:
         self._store = store
         self._begun: _Snapshot | None = None
         self._pending: list[Any] = []
+        self._retired = False
 
     @property
     def sync_session(self) -> _MemorySession:
@@ -525,6 +526,12 @@ class _MemorySession:
         return self._begun is not None
 
     def begin(self) -> None:
+        if self._retired:  # what a database's retired session says (uow.session.Session)
+            raise UnitOfWorkError(
+                "this session belonged to a `with uow:` block that has ended: repositories, "
+                "queries and uow.session are only usable inside their block. Use them inside "
+                "`with uow:` (get uow.users again in the new block)"
+            )
         self._begun = self._store.snapshot()
 
     def begin_nested(self) -> _MemorySavepoint:
@@ -549,6 +556,7 @@ class _MemorySession:
 
     def _retire(self) -> None:
         self.rollback()
+        self._retired = True
 
     def _restore(self, snapshot: _Snapshot) -> None:
         self._pending.clear()
@@ -610,6 +618,35 @@ class _MemorySession:
                 found: ModelT = obj
                 return found
         return None
+
+    # -- the seed helpers of uow.Session ---------------------------------------------------------
+
+    def _repository(self, model: type[ModelT]) -> _MemoryRepository[ModelT]:
+        return _MemoryRepository(cast("Any", self), model)
+
+    def all(self, model: type[ModelT], /, **lookups: Any) -> list[ModelT]:
+        """Shortcut for `Repository(session, model).all(**lookups)`, in memory."""
+        return self._repository(model).all(**lookups)
+
+    def first(self, model: type[ModelT], /, **lookups: Any) -> ModelT | None:
+        """Shortcut for `Repository(session, model).first(**lookups)`, in memory."""
+        return self._repository(model).first(**lookups)
+
+    def create(self, model: type[ModelT], data: Values | None = None, /, **attrs: Any) -> ModelT:
+        """Shortcut for `Repository(session, model).create(data, **attrs)`, in memory."""
+        return self._repository(model).create(data, **attrs)
+
+    def first_or_create(
+        self, model: type[ModelT], /, defaults: Values | None = None, **attrs: Any
+    ) -> ModelT:
+        """Shortcut for `Repository(session, model).first_or_create(...)`, in memory."""
+        return self._repository(model).first_or_create(defaults, **attrs)
+
+    def create_or_first(
+        self, model: type[ModelT], /, defaults: Values | None = None, **attrs: Any
+    ) -> ModelT:
+        """Shortcut for `Repository(session, model).create_or_first(...)`, in memory."""
+        return self._repository(model).create_or_first(defaults, **attrs)
 
     def expunge(self, obj: Any) -> None:
         """Nothing to do: stored objects belong to no SQLAlchemy session."""
@@ -1102,10 +1139,20 @@ class _AsyncMemorySession:
         self.sync_session.close()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.sync_session, name)  # execute, scalars...: InMemorySQLError
+        attribute = getattr(self.sync_session, name)  # execute, scalars...: InMemorySQLError
+        if name not in _SEED_HELPERS:
+            return attribute
+
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            return attribute(*args, **kwargs)
+
+        return awaited
 
     def __repr__(self) -> str:
         return "<in-memory async session>"
+
+
+_SEED_HELPERS = frozenset({"all", "first", "create", "first_or_create", "create_or_first"})
 
 
 class _MemoryScoped:
@@ -1130,6 +1177,11 @@ class _MemoryScoped:
         if session is not None:
             session.sync_session.close()
             self._sessions.set(None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self(), name)  # db.s.create(User, ...), as ScopedSession proxies
 
     def scope(self) -> nullcontext[None]:
         """Nothing to close at the end of a scope (`with` or `async with`): sessions hold no

@@ -23,6 +23,7 @@ from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturne
 from tests.conftest import fresh_database
 from tests.models import AppUnitOfWork, Membership, Post, User
 from uow import AsyncUnitOfWork, Database, UnitOfWork
+from uow.errors import UnitOfWorkError
 from uow.testing import AsyncInMemoryDatabase, InMemoryDatabase, InMemorySQLError
 
 WAYS = ["memory", "sqlite", "postgresql"]
@@ -540,6 +541,24 @@ def test_changed_attributes_roll_back_too(seeded: AppUnitOfWork) -> None:
     assert everyone(seeded)["ada@example.com"] == ("Ada L.", 36)
 
 
+def test_seed_helpers_of_db_s_and_their_transaction(db: Database, uow: AppUnitOfWork) -> None:
+    db.s.create(User, email="ada@example.com", name="Ada")
+    assert db.s.first_or_create(User, email="ada@example.com").name == "Ada"
+    with uow:  # takes the transaction db.s began over, and commits it
+        assert emails(db.s.all(User)) == ["ada@example.com"]
+        assert uow.users.count() == 1
+    assert everyone(uow) == {"ada@example.com": ("Ada", None)}
+
+
+def test_a_repository_kept_past_its_block_is_refused(seeded: AppUnitOfWork) -> None:
+    with seeded:
+        users = seeded.users
+    with pytest.raises(UnitOfWorkError, match="block that has ended"):
+        users.count()
+    with seeded:
+        assert seeded.users.count() == 4
+
+
 def test_on_commit(seeded: AppUnitOfWork) -> None:
     uow = seeded
     ran: list[str] = []
@@ -639,6 +658,7 @@ async def test_the_async_face_runs_the_same_memory_code() -> None:
         await uow.rollback()
     async with adb.session_scope():
         assert await adb.s().get(User, 1) is not None
+        assert (await adb.s.first(User, email="ada@example.com")).name == "Ada"  # type: ignore[union-attr]
     await adb.s.remove()
     await adb.dispose()
 
