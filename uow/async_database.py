@@ -131,21 +131,34 @@ class AsyncDatabase:
             try:
                 await connection.run_sync(_begin_on_server)
                 with _sessions_joining(self.Session, connection):
+                    self._test_connection = connection
                     try:
                         yield connection
                     finally:
+                        self._test_connection = None
                         await self.s.remove()
             finally:
                 if transaction.is_active:
                     await transaction.rollback()
 
+    # The outer connection of the open test transaction, which create_all and drop_all join.
+    _test_connection: AsyncConnection | None = None
+
     async def create_all(self, metadata: MetaData) -> None:
-        """Create the tables of `metadata` that do not exist yet."""
+        """Create the tables of `metadata` that do not exist yet (inside `test_transaction()`,
+        in its transaction)."""
+        if self._test_connection is not None:
+            await self._test_connection.run_sync(metadata.create_all)
+            return
         async with self.engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
 
     async def drop_all(self, metadata: MetaData) -> None:
-        """Drop the tables of `metadata` that exist."""
+        """Drop the tables of `metadata` that exist (inside `test_transaction()`, in its
+        transaction)."""
+        if self._test_connection is not None:
+            await self._test_connection.run_sync(metadata.drop_all)
+            return
         async with self.engine.begin() as connection:
             await connection.run_sync(metadata.drop_all)
 

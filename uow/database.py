@@ -197,21 +197,28 @@ class Database:
             try:
                 _begin_on_server(connection)
                 with _sessions_joining(self.Session, connection):
+                    self._test_connection = connection
                     try:
                         yield connection
                     finally:
+                        self._test_connection = None
                         self.s.remove()
             finally:
                 if transaction.is_active:
                     transaction.rollback()
 
+    # The outer connection of the open test transaction, which create_all and drop_all join.
+    _test_connection: Connection | None = None
+
     def create_all(self, metadata: MetaData) -> None:
-        """Create the tables of `metadata` that do not exist yet."""
-        metadata.create_all(self.engine)
+        """Create the tables of `metadata` that do not exist yet (inside `test_transaction()`,
+        in its transaction: an app's start-up `create_all` then waits for no lock)."""
+        metadata.create_all(self._test_connection or self.engine)
 
     def drop_all(self, metadata: MetaData) -> None:
-        """Drop the tables of `metadata` that exist."""
-        metadata.drop_all(self.engine)
+        """Drop the tables of `metadata` that exist (inside `test_transaction()`, in its
+        transaction)."""
+        metadata.drop_all(self._test_connection or self.engine)
 
     def dispose(self) -> None:
         """Close the pool's connections (`engine.dispose()`); the Database stays usable."""

@@ -16,7 +16,7 @@ from dependency_injector import containers, providers
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import Column, Integer, MetaData, Table, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from repositories import AsyncRepository
@@ -367,3 +367,29 @@ async def test_async_units_of_work_join_and_everything_is_rolled_back(adb: Async
             assert await uow.users.count() == 0
     finally:
         await adb.dispose()
+
+
+def test_create_and_drop_all_inside_join_the_test_transaction(db: Database) -> None:
+    # An app's start-up create_all (the example apps' shortcut for migrations) runs inside the
+    # test transaction: on SQLite a connection of its own would wait out the busy timeout for
+    # the write lock the test transaction holds.
+    extra = MetaData()
+    Table("scratch", extra, Column("id", Integer, primary_key=True))
+    with db.test_transaction() as connection:
+        db.create_all(extra)
+        assert "scratch" in inspect(connection).get_table_names()
+    with db.engine.connect() as connection:
+        assert "scratch" not in inspect(connection).get_table_names()  # rolled back
+
+
+async def test_async_create_all_inside_joins_the_test_transaction(adb: AsyncDatabase) -> None:
+    extra = MetaData()
+    Table("scratch", extra, Column("id", Integer, primary_key=True))
+    async with adb.test_transaction() as connection:
+        await adb.create_all(extra)
+        names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert "scratch" in names
+    async with adb.engine.connect() as connection:
+        names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert "scratch" not in names
+    await adb.dispose()
