@@ -77,6 +77,20 @@ def install(engine: Engine) -> None:
 
     dialect.do_commit = commit_unless_aborted
 
+    def release_unless_aborted(connection: Connection, name: str) -> None:
+        # A nested block that caught an error and left cleanly: its savepoint is aborted, and
+        # RELEASE would fail with "current transaction is aborted", leaving the whole
+        # transaction so. Roll back to the savepoint instead (the outer transaction goes on)
+        # and say what was lost.
+        error = connection.info.get(FAILED)
+        if not _aborted(connection.connection.dbapi_connection, error):
+            release(connection, name)
+            return
+        rollback_to_and_release(connection, name)
+        raise aborted_savepoint(error) from error
+
+    dialect.do_release_savepoint = release_unless_aborted
+
     def remembering_failures(execute: Execute, call: ExecuteCall) -> None:
         try:
             execute(call)
@@ -148,6 +162,17 @@ def aborted(error: BaseException | None) -> UnitOfWorkError:
         f"the transaction was aborted by an error caught inside it{caught}, so nothing was "
         "committed. Put the part that may fail in a nested `with uow:` block (a savepoint): "
         "its failure then rolls back only that part"
+    )
+
+
+def aborted_savepoint(error: BaseException | None) -> UnitOfWorkError:
+    """The error for a nested block left cleanly after `error`, caught inside it, aborted its
+    savepoint: the block's work was rolled back; the enclosing block goes on."""
+    caught = f" ({type(error).__name__}: {_first_line(error)})" if error is not None else ""
+    return UnitOfWorkError(
+        f"a nested block's savepoint was aborted by an error caught inside it{caught}, so its "
+        "work was rolled back; the enclosing block goes on. Let the error leave the nested "
+        "block (or catch it outside it) to roll it back without this error"
     )
 
 

@@ -197,6 +197,36 @@ def test_a_statement_error_inside_a_nested_block_does_not_poison_the_outer_one(
     assert committed_emails(db) == {"ada@example.com", "bob@example.com", "carl@example.com"}
 
 
+def test_a_nested_block_leaving_after_a_caught_statement_error_rolls_back_only_itself(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    # The nested block catches the error and exits cleanly. On PostgreSQL its savepoint is
+    # aborted: the exit must roll back to it and say so, and the outer block goes on.
+    with uow:
+        add_user(uow, "ada@example.com")
+        add_user(uow, "bob@example.com")
+
+    def nested_block() -> None:
+        with uow:
+            add_user(uow, "carl@example.com")
+            with pytest.raises(IntegrityError):
+                uow.users.filter(email="bob@example.com").update(email="ada@example.com")
+
+    with uow:
+        add_user(uow, "dora@example.com")
+        if db.engine.dialect.name == "sqlite":
+            nested_block()  # SQLite undoes only the failed statement: the savepoint commits
+        else:
+            with pytest.raises(UnitOfWorkError, match="rolled back") as caught:
+                nested_block()
+            assert isinstance(caught.value.__cause__, IntegrityError)
+        add_user(uow, "eve@example.com")
+    expected = {"ada@example.com", "bob@example.com", "dora@example.com", "eve@example.com"}
+    if db.engine.dialect.name == "sqlite":
+        expected.add("carl@example.com")
+    assert committed_emails(db) == expected
+
+
 @pytest.mark.postgres_only
 def test_a_failed_commit_rolls_back_and_leaves_the_block_usable(
     db: Database, uow: AppUnitOfWork
