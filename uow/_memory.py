@@ -1172,6 +1172,10 @@ class _MemoryScoped:
     def _facade(self, session: _MemorySession) -> Any:
         return session
 
+    def _forget(self) -> None:
+        """Forget this context's session without closing it (a copied context's)."""
+        self._sessions.set(None)
+
     def _remove_now(self) -> None:
         session = self._sessions.get()
         if session is not None:

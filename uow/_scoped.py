@@ -124,6 +124,11 @@ class ScopedSession(scoped_session[Session]):
         """See [`Database.session_scope`][uow.Database.session_scope]."""
         return self._registry.scope(Session.close)
 
+    def _forget(self) -> None:
+        """Forget this context's session without closing it (it belongs to another context:
+        a block that ended in the context this one was copied from)."""
+        self._registry.clear()
+
     def _remove_now(self) -> None:
         """`remove()`, as a unit of work's exit calls it."""
         self.remove()

@@ -158,6 +158,11 @@ class AsyncScopedSession(async_scoped_session[AsyncSession]):
             for session in opened:
                 await session.close()
 
+    def _forget(self) -> None:
+        """Forget this context's session without closing it (it belongs to another context:
+        a block that ended in the context this one was copied from)."""
+        self._registry.clear()
+
     def _remove_now(self) -> None:
         """`remove()` from sync code running in the bridge (a unit of work's exit)."""
         if self._registry.has():

@@ -67,6 +67,13 @@ class _Scoped(Protocol):
 
     def _remove_now(self) -> None: ...
 
+    def _forget(self) -> None: ...
+
+
+def _retired(session: Any) -> bool:
+    """Whether `session` belonged to a block that has ended (see `Session._retire`)."""
+    return bool(getattr(session, "_retired", False))
+
 
 class UnitOfWorkBase:
     """The transaction logic that [`UnitOfWork`][uow.UnitOfWork] and
@@ -111,12 +118,20 @@ class UnitOfWorkBase:
 
     def _enter(self) -> None:
         frames = self._frames()
+        if frames and _retired(frames[0].session):
+            # A context copied from a block that has ended since (a task or thread started
+            # inside it): that block's state is not this context's. Start afresh.
+            frames = ()
         if frames:
             first = frames[0]
             frame = _Frame(first.session, first.facade, first.session.begin_nested())
         else:
             facade = self._scoped()()
             session: Session = getattr(facade, "sync_session", facade)
+            if _retired(session):  # the ended block's session, in a copied context
+                self._scoped()._forget()
+                facade = self._scoped()()
+                session = getattr(facade, "sync_session", facade)
             if not session.in_transaction():
                 session.begin()
             frame = _Frame(session, facade, None)

@@ -483,3 +483,29 @@ async def test_a_forked_child_runs_units_of_work_on_the_parents_async_database(
         emails.add("parent-before@example.com")
     assert committed_emails(sync_db) == emails
     assert checked_out(adb) == 0
+
+
+async def test_a_task_created_inside_a_block_opens_its_own_after_the_block_ended(
+    adb: AsyncDatabase, uow: UsersUnitOfWork
+) -> None:
+    # A background task spawned from a request's block copies the block's context. Once the
+    # block has ended, that copied state is stale: the task's own block gets its own session
+    # and transaction, not a savepoint of the ended one.
+    ended = asyncio.Event()
+
+    async def background() -> None:
+        await ended.wait()
+        async with uow:
+            await uow.users.create(email="task@example.com", name="Task")
+
+    async with uow:
+        await uow.users.create(email="request@example.com", name="Request")
+        task = asyncio.create_task(background())
+    ended.set()
+    await task
+    async with uow:
+        assert {user.email for user in await uow.users.all()} == {
+            "request@example.com",
+            "task@example.com",
+        }
+    assert checked_out(adb) == 0
