@@ -53,7 +53,9 @@ class Database:
     without an open server transaction, and BEGIN is sent just before its first write. A
     read-only block sends only its SELECTs (no BEGIN, no COMMIT), and on SQLite never takes
     the write lock. Reads then see committed data statement by statement, exactly as READ
-    COMMITTED already does inside a transaction. With an `isolation_level` of
+    COMMITTED already does inside a transaction; on SQLite too, so a read-modify-write block
+    reads with `select_for_update()`, which begins the transaction (and takes the write lock)
+    before its SELECT. With an `isolation_level` of
     `"REPEATABLE READ"` or `"SERIALIZABLE"` in `engine_options` (reads must share one
     snapshot), or `lazy_begin=False`, BEGIN is eager.
 
