@@ -78,6 +78,9 @@ class AsyncDatabase:
         lazy_begin: bool = True,
     ) -> None:
         options = dict(engine_options or {})
+        # What it was built with, before the set-up's own options (for uow.migrations' engine).
+        self._engine_options: dict[str, Any] = dict(options)
+        self._sqlite_transaction_mode: TransactionMode = sqlite_transaction_mode
         # An installed async driver for a URL that names none (see Args).
         url = resolve_url(url, check_driver="module" not in options, is_async=True)
         self.url: URL

@@ -11,15 +11,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import (
     MetaData,
     create_engine,
+    event,
     inspect,
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import Pool
+from sqlalchemy.util import await_
 
 from tests.conftest import postgres_url
 from uow import AsyncDatabase, Database
@@ -216,6 +220,64 @@ async def test_the_api_works_from_async_code_too(tmp_path: Path) -> None:
         rows = await connection.execute(text("SELECT version_num FROM alembic_version"))
         assert rows.scalars().all() == [first.id]
     await database.dispose()
+
+
+@pytest.mark.parametrize("sync_url", ["postgresql"], indirect=True)
+def test_an_async_database_migrates_with_its_engine_options(sync_url: str, tmp_path: Path) -> None:
+    # The migrations' own pool-less engine keeps the AsyncDatabase's options: its connections'
+    # search_path puts the tables in the `app` schema, not in `public`; the pool's sizing, which
+    # a pool-less engine refuses, is left out.
+    admin = create_engine(sync_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("CREATE SCHEMA app"))
+    finally:
+        admin.dispose()
+    options = {"connect_args": {"server_settings": {"search_path": "app"}}, "pool_size": 2}
+    database = AsyncDatabase(async_url_of(sync_url), engine_options=options)
+    try:
+        migrations = Migrations(database, models(1), tmp_path / "migrations")
+        migrations.init()
+        first = migrations.revision("create authors and books")
+        migrations.upgrade()
+        assert migrations.current() == (first.id,)
+    finally:
+        asyncio.run(database.dispose())
+    engine = create_engine(sync_url)
+    try:
+        inspector = inspect(engine)
+        assert set(inspector.get_table_names(schema="app")) == {
+            "alembic_version",
+            "authors",
+            "books",
+        }
+        assert inspector.get_table_names(schema="public") == []
+    finally:
+        engine.dispose()
+
+
+def test_an_async_database_migrates_in_its_sqlite_transaction_mode(tmp_path: Path) -> None:
+    # Every connection the migrations open (on their engine of their own) is traced.
+    statements: list[str] = []
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        await_(dbapi_connection.driver_connection.set_trace_callback(statements.append))
+
+    database = AsyncDatabase(
+        f"sqlite+aiosqlite:///{tmp_path / 'app.db'}", sqlite_transaction_mode="EXCLUSIVE"
+    )
+    event.listen(Pool, "connect", on_connect)
+    try:
+        migrations = Migrations(database, models(1), tmp_path / "migrations")
+        migrations.init()
+        migrations.revision("create authors and books")
+        migrations.upgrade()
+    finally:
+        event.remove(Pool, "connect", on_connect)
+        asyncio.run(database.dispose())
+    begins = [statement for statement in statements if statement.startswith("BEGIN")]
+    assert begins
+    assert set(begins) == {"BEGIN EXCLUSIVE"}
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -350,11 +350,22 @@ class Migrations:
         return _run_coroutine(_run_async(self.database, function))
 
 
+# The options of a pool that NullPool does not take (`pool`: a pool of the database's own).
+_POOL_OPTIONS = frozenset({"pool", "pool_size", "max_overflow", "pool_timeout", "pool_use_lifo"})
+
+
 async def _run_async(database: AsyncDatabase, function: Callable[[Connection], _T]) -> _T:
     # The database's own pool may hold connections of another event loop: a pool-less
-    # AsyncDatabase of the same URL (and the same set-up) serves this loop.
+    # AsyncDatabase of the same URL, options and set-up serves this loop (without the
+    # options of a pool, which a pool-less engine refuses).
+    options = {
+        name: value for name, value in database._engine_options.items() if name not in _POOL_OPTIONS
+    }
     own = AsyncDatabase(
-        database.url, engine_options={"poolclass": NullPool}, lazy_begin=database.lazy_begin
+        database.url,
+        engine_options={**options, "poolclass": NullPool},
+        sqlite_transaction_mode=database._sqlite_transaction_mode,
+        lazy_begin=database.lazy_begin,
     )
     try:
         async with own.engine.connect() as connection:
