@@ -10,9 +10,12 @@ come first in its method order and reach the in-memory ones through the base API
 What a flush does on a database, `_MemorySession.flush` does on the store: it inserts the added
 objects (Python-side defaults, autoincrement keys), copies keys from related objects, and checks
 the table's NOT NULL, primary key, unique and foreign key constraints, raising
-`sqlalchemy.exc.IntegrityError` as a database would; a failed flush takes its new rows out, and
-the rest is undone by the rollback of the block or savepoint, as on a database. Transactions and
-savepoints are snapshots of the column values of every row.
+`sqlalchemy.exc.IntegrityError` as a database would. A failed flush does what SQLAlchemy's
+session does on a database: it rolls back the innermost savepoint (or the whole transaction) and
+leaves it failed until that rollback is issued, so an error caught inside a block commits nothing
+(`uow._transactions.aborted`). Transactions and savepoints are snapshots of the column values of
+every row; each transaction begins from the values of the last commit, so a change made to a
+stored object outside any block is not stored.
 Lookups are parsed by `repositories.lookups` (the same checks, the same errors) and evaluated in
 Python. No SQL runs: code that needs it gets `InMemorySQLError`.
 """
@@ -26,9 +29,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, get_args, get_origin
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import ColumnElement, inspect
-from sqlalchemy.exc import IntegrityError, InvalidRequestError
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, PendingRollbackError
 from sqlalchemy.orm import QueryableAttribute, RelationshipDirection
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ClauseElement, UnaryExpression
 
@@ -44,6 +47,7 @@ from repositories.lookups import EmptyResult, build_conditions, in_values, parse
 from repositories.query import Query, _primary_key
 from repositories.repository import Repository, Values, _called, _plain
 from uow._fork import ProcessLocal
+from uow._transactions import aborted
 from uow.async_database import AsyncDatabase
 from uow.database import Database
 from uow.errors import UnitOfWorkError
@@ -213,6 +217,10 @@ class _Store:
     def __init__(self) -> None:
         self.tables: dict[type[Any], list[Any]] = {}
         self.counters: dict[type[Any], int] = {}
+        # The column values of every row at the last commit: each transaction begins from
+        # them, so a change made to a stored object outside any block (to a detached object,
+        # on a database) is not stored.
+        self.committed: _Snapshot = {}
 
     def rows(self, model: type[Any]) -> list[Any]:
         return self.tables.setdefault(model, [])
@@ -227,12 +235,21 @@ class _Store:
         }
 
     def restore(self, snapshot: _Snapshot) -> None:
+        """Put the rows back as `snapshot` has them: the column values, and the relationships
+        changed since (reloaded from the rows, as a database session reloads expired ones)."""
         self.tables = {}
+        changed = []
         for model, entries in snapshot.items():
             for obj, values in entries:
+                state = obj.__dict__
                 for key, value in values.items():
-                    set_committed_value(obj, key, value)
+                    if key not in state or state[key] is not value:  # most are as they were
+                        set_committed_value(obj, key, value)
+                if instance_state(obj).committed_state:  # a relationship set since
+                    changed.append(obj)
             self.tables[model] = [obj for obj, _ in entries]
+        if changed:
+            _Reading(self).load(changed)
 
     def holds(self, obj: Any) -> bool:
         return any(stored is obj for stored in self.tables.get(type(obj), ()))
@@ -470,20 +487,27 @@ class _Reading:
 
 
 class _MemorySavepoint:
-    """A SAVEPOINT of the store: `rollback()` puts the rows back as they were at its start."""
+    """A SAVEPOINT of the store: `rollback()` puts the rows back as they were at its start.
+
+    A flush that fails inside it rolls the store back to it at once and leaves it failed, as
+    SQLAlchemy's session does on a database: the session refuses every use
+    (`PendingRollbackError`), its `commit()` too, until it is rolled back."""
 
     def __init__(self, session: _MemorySession) -> None:
         self._session = session
         self._snapshot = session._store.snapshot()
         self._closed = False
+        self._failure: BaseException | None = None
 
     def commit(self) -> None:
+        if self._failure is not None:
+            raise _pending_rollback(self._failure)
         self._session.flush()
-        self._closed = True
+        self._session._close_savepoint(self)
 
     def rollback(self) -> None:
         self._session._restore(self._snapshot)
-        self._closed = True
+        self._session._close_savepoint(self)
 
     def _transaction_is_closed(self) -> bool:
         return self._closed
@@ -494,10 +518,24 @@ class _MemorySavepoint:
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if self._closed:
             return
-        if exc_type is None:
-            self.commit()
-        else:
+        if exc_type is not None:
             self.rollback()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.rollback()  # as SQLAlchemy's `with session.begin_nested():` does
+            raise
+
+
+def _pending_rollback(failure: BaseException) -> PendingRollbackError:
+    """What SQLAlchemy's session says when used after a failed flush, before its rollback."""
+    return PendingRollbackError(
+        "This Session's transaction has been rolled back due to a previous exception during "
+        "flush. To begin a new transaction with this Session, first issue Session.rollback()."
+        f" Original exception was: {failure}",
+        code="7s2a",
+    )
 
 
 class _MemorySession:
@@ -512,8 +550,11 @@ class _MemorySession:
     def __init__(self, store: _Store) -> None:
         self._store = store
         self._begun: _Snapshot | None = None
+        self._failure: BaseException | None = None  # a failed flush rolled the transaction back
+        self._savepoints: list[_MemorySavepoint] = []  # the open ones, innermost last
         self._pending: list[Any] = []
         self._retired = False
+        self._attached = False  # whether the stored objects belong to this session
 
     @property
     def sync_session(self) -> _MemorySession:
@@ -532,14 +573,27 @@ class _MemorySession:
                 "queries and uow.session are only usable inside their block. Use them inside "
                 "`with uow:` (get uow.users again in the new block)"
             )
-        self._begun = self._store.snapshot()
+        store = self._store
+        if not self._attached:  # a new session loads what was committed, nothing else
+            store.restore(store.committed)
+            self._attached = True
+        # After a commit of this session, its objects stay attached: changes made to them
+        # since are its own, for its next flush (a rollback undoes them).
+        self._begun = store.committed
 
     def begin_nested(self) -> _MemorySavepoint:
         self.flush()
-        return _MemorySavepoint(self)
+        savepoint = _MemorySavepoint(self)
+        self._savepoints.append(savepoint)
+        return savepoint
 
     def commit(self) -> None:
+        if self._failure is not None:
+            # What the unit of work says on a database (uow.unit_of_work._commit).
+            raise aborted(self._failure) from self._failure
         self.flush()
+        self._close_savepoints(0)
+        self._store.committed = self._store.snapshot()
         self._begun = None
 
     def rollback(self) -> None:
@@ -547,9 +601,12 @@ class _MemorySession:
         if self._begun is not None:
             self._store.restore(self._begun)
         self._begun = None
+        self._failure = None
+        self._close_savepoints(0)
 
     def close(self) -> None:
         self.rollback()
+        self._attached = False
 
     def get_transaction(self) -> None:
         return None
@@ -561,6 +618,25 @@ class _MemorySession:
     def _restore(self, snapshot: _Snapshot) -> None:
         self._pending.clear()
         self._store.restore(snapshot)
+
+    def _close_savepoint(self, savepoint: _MemorySavepoint) -> None:
+        """Close `savepoint` and the ones opened inside it, as SQLAlchemy closes them."""
+        for index, open_ in enumerate(self._savepoints):
+            if open_ is savepoint:
+                self._close_savepoints(index)
+                return
+        savepoint._closed = True
+
+    def _close_savepoints(self, start: int) -> None:
+        for savepoint in self._savepoints[start:]:
+            savepoint._closed = True
+        del self._savepoints[start:]
+
+    def _check_usable(self) -> None:
+        """Raise PendingRollbackError after a failed flush, until the rollback it calls for."""
+        failure = self._savepoints[-1]._failure if self._savepoints else self._failure
+        if failure is not None:
+            raise _pending_rollback(failure)
 
     # -- data -------------------------------------------------------------------------------
 
@@ -584,22 +660,30 @@ class _MemorySession:
 
     def flush(self) -> None:
         """Insert the added objects and check every constraint, raising IntegrityError for a
-        broken one. A failed flush takes out the rows it inserted; other changes (attributes
-        set, rows deleted) stay until the block or its savepoint rolls back, as a database's
-        failed flush leaves the transaction to roll back."""
+        broken one.
+
+        A failed flush does what SQLAlchemy's session does on a database: it rolls back the
+        innermost savepoint, or the whole transaction outside any, and leaves it failed, so
+        that the session raises `PendingRollbackError` until that rollback is issued (leaving
+        a nested block does it), and the commit of a failed transaction raises the
+        `UnitOfWorkError` a unit of work raises on a database, committing nothing."""
         if self._begun is None:
             self.begin()
-        tables = self._store.tables
-        sizes = {model: len(rows) for model, rows in tables.items()}
+        self._check_usable()
         try:
             pending, self._pending = self._pending, []
             for obj in pending:
                 self._store.insert(obj)
             self._store.settle_links()
             self._store.check()
-        except BaseException:
-            for model, rows in tables.items():  # a flush only appends rows
-                del rows[sizes.get(model, 0) :]
+        except BaseException as error:
+            if self._savepoints:
+                savepoint = self._savepoints[-1]
+                self._restore(savepoint._snapshot)
+                savepoint._failure = error
+            else:
+                self._restore(cast("_Snapshot", self._begun))
+                self._failure = error
             raise
 
     def get(self, model: type[ModelT], pk: Any) -> ModelT | None:
@@ -1256,7 +1340,15 @@ class InMemoryDatabase(_Memory, Database):
     `default=` values are filled in; the tables' NOT NULL, primary key, unique and foreign key
     constraints are checked when a database would (at each flush), raising
     `sqlalchemy.exc.IntegrityError`. Blocks commit, roll back and nest (savepoints) as on a
-    database, and `on_commit` callbacks run after the outermost commit.
+    database, and `on_commit` callbacks run after the outermost commit. A failed flush rolls
+    back as on a database: inside a nested block, to its savepoint (the block then raises
+    `PendingRollbackError`); in the outermost block, the whole transaction, whose commit then
+    raises `UnitOfWorkError` and stores nothing, even if the `IntegrityError` was caught.
+
+    The objects a block hands out are the stored rows themselves (a database session would load
+    fresh ones): the same object in every block. A change made to one after its block has
+    ended is not stored (as on a detached object), and is undone on that object when the next
+    transaction begins, where a detached object would keep it.
 
     No SQL runs: a method that needs it (`self.session.execute(...)`, a raw SQLAlchemy
     expression in `filter`, `statement()`) raises
@@ -1284,9 +1376,11 @@ class InMemoryDatabase(_Memory, Database):
     def drop_all(self, metadata: MetaData) -> None:
         """Forget the rows of the tables of `metadata`."""
         tables = set(metadata.tables.values())
-        for model in list(self._store.tables):
+        store = self._store
+        for model in {*store.tables, *store.committed}:
             if mapper_of(model).local_table in tables:
-                del self._store.tables[model]
+                store.tables.pop(model, None)
+                store.committed.pop(model, None)
 
     def dispose(self) -> None:
         """Nothing to close."""

@@ -9,13 +9,14 @@ error for SQL) and the async face.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import ForeignKey, String, UniqueConstraint, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, PendingRollbackError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from repositories import AsyncRepository, Repository
@@ -539,6 +540,79 @@ def test_changed_attributes_roll_back_too(seeded: AppUnitOfWork) -> None:
         assert seeded.users.count(age=99) == 0
         ada.name = "Ada L."
     assert everyone(seeded)["ada@example.com"] == ("Ada L.", 36)
+
+
+ABORTED = "aborted by an error caught inside it"
+
+
+def test_a_flush_error_caught_in_the_outermost_block_commits_nothing(seeded: AppUnitOfWork) -> None:
+    before = everyone(seeded)
+    with pytest.raises(UnitOfWorkError, match=ABORTED) as raised, seeded:
+        seeded.users.create(email="lost@example.com", name="Lost")
+        with contextlib.suppress(IntegrityError):  # caught: the transaction is lost all the same
+            seeded.users.create(email="nameless@example.com")  # NOT NULL
+        with pytest.raises(PendingRollbackError):
+            seeded.users.count()
+    assert isinstance(raised.value.__cause__, IntegrityError)
+    assert everyone(seeded) == before
+    with pytest.raises(UnitOfWorkError, match=ABORTED), seeded:  # a unique key, at a flush
+        bob, dee = seeded.users.one(name="Bob"), seeded.users.one(name="Dee")
+        dee.name = "Lost"
+        bob.email = "ada@example.com"
+        with contextlib.suppress(IntegrityError):
+            seeded.session.flush()
+    assert everyone(seeded) == before
+    with seeded:  # uow.rollback() makes the block usable again
+        seeded.users.create(email="lost@example.com", name="Lost")
+        with pytest.raises(IntegrityError):
+            seeded.users.create(email="ada@example.com", name="Again")
+        seeded.rollback()
+        seeded.users.create(email="kept@example.com", name="Kept")
+    assert set(everyone(seeded)) - set(before) == {"kept@example.com"}
+
+
+def test_a_flush_error_caught_in_a_nested_block_undoes_only_that_block(
+    seeded: AppUnitOfWork,
+) -> None:
+    before = everyone(seeded)
+    with seeded:
+        seeded.users.create(email="kept@example.com", name="Kept")
+        with pytest.raises(PendingRollbackError), seeded:  # the savepoint is rolled back
+            seeded.users.create(email="lost@example.com", name="Lost")
+            seeded.users.one(name="Bob").age = 99
+            with contextlib.suppress(IntegrityError):
+                seeded.users.create(email="ada@example.com", name="Again")
+            with pytest.raises(PendingRollbackError):
+                seeded.users.count()
+        assert seeded.users.count() == 5
+        assert seeded.users.one(name="Bob").age == 17
+    assert everyone(seeded) == {**before, "kept@example.com": ("Kept", None)}
+
+
+def test_a_change_to_an_object_after_its_block_is_not_stored(seeded: AppUnitOfWork) -> None:
+    with seeded:
+        bob = seeded.users.one(name="Bob")
+        post = seeded.posts.one(title="Second")
+    bob.name = "Changed outside"  # detached, on a database: nothing stores it
+    post.author = bob
+    with seeded:
+        seeded.users.create(email="new@example.com", name="New")
+    assert everyone(seeded)["bob@example.org"] == ("Bob", 17)
+    with seeded:
+        assert seeded.users.one(email="bob@example.org").name == "Bob"
+        assert seeded.posts.one(title="Second").author.name == "Ada"
+    assert post.author_id == 1
+
+
+def test_a_change_after_a_commit_of_the_same_session_is_stored(
+    db: Database, uow: AppUnitOfWork
+) -> None:
+    ada = db.s.create(User, email="ada@example.com", name="Ada")
+    db.s.commit()
+    ada.name = "Ada L."  # still attached to db.s: its next flush stores it
+    db.s.commit()
+    db.s.remove()
+    assert everyone(uow) == {"ada@example.com": ("Ada L.", None)}
 
 
 def test_seed_helpers_of_db_s_and_their_transaction(db: Database, uow: AppUnitOfWork) -> None:
