@@ -743,3 +743,19 @@ def test_rows_shows_what_is_stored() -> None:
         uow.users.create(email="ada@example.com", name="Ada")
         assert [u.email for u in db.rows(User)] == ["ada@example.com"]
     assert [m.group for m in db.rows(Membership)] == []
+
+
+@pytest.mark.parametrize("flushed", [True, False])
+def test_a_rolled_back_link_stays_undone(seeded: AppUnitOfWork, flushed: bool) -> None:
+    with seeded:
+        post = seeded.posts.one(title="Second")
+        bob = seeded.users.one(name="Bob")
+        with pytest.raises(RuntimeError), seeded:
+            post.author = bob
+            if flushed:
+                seeded.session.flush()
+            raise RuntimeError
+        seeded.users.create(email="new@example.com", name="New")  # flushes
+        assert (post.author.name, post.author_id) == ("Ada", 1)
+    with seeded:
+        assert seeded.posts.one(title="Second").author.name == "Ada"
