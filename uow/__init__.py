@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from uow._retry import is_retryable
 from uow._scoped import ScopedSession
 from uow.async_database import AsyncDatabase
 from uow.async_session import AsyncScopedSession, AsyncSession, LazyLoadError
@@ -36,4 +37,5 @@ __all__ = [
     "UnitOfWork",
     "UnitOfWorkError",
     "UowError",
+    "is_retryable",
 ]

@@ -11,15 +11,16 @@ and transaction.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from sqlalchemy.util import greenlet_spawn
 
 from repositories.async_repository import AsyncRepository
+from uow import _retry
 from uow.unit_of_work import UnitOfWorkBase, log_callback_failure, run_callback
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
     from uow.async_database import AsyncDatabase
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from uow.unit_of_work import _Callback
 
 __all__ = ["AsyncUnitOfWork"]
+
+_T = TypeVar("_T")
 
 
 class AsyncUnitOfWork(UnitOfWorkBase):
@@ -99,6 +102,39 @@ class AsyncUnitOfWork(UnitOfWorkBase):
             UnitOfWorkError: outside a block.
         """
         self._add_callback(callback, robust)
+
+    @overload
+    async def run(
+        self, fn: Callable[..., Awaitable[_T]], /, *args: Any, retries: int = 3, **kwargs: Any
+    ) -> _T: ...
+
+    @overload
+    async def run(
+        self, fn: Callable[..., _T], /, *args: Any, retries: int = 3, **kwargs: Any
+    ) -> _T: ...
+
+    async def run(
+        self, fn: Callable[..., Any], /, *args: Any, retries: int = 3, **kwargs: Any
+    ) -> Any:
+        """Run `fn(*args, **kwargs)` in an `async with uow:` block; run it again after a
+        serialization failure or a deadlock.
+
+        As [`UnitOfWork.run`][uow.UnitOfWork.run]: `await uow.run(fn, ...)`. `fn` may be a
+        coroutine function (its result is awaited) or a plain function; coroutine on_commit
+        callbacks of the attempt that committed are awaited.
+
+        Returns:
+            What `fn` returned (awaited) in the attempt that committed.
+
+        Raises:
+            TypeError: `fn` is not callable, or `retries` is not an int; before anything runs.
+            ValueError: `retries` is negative.
+            UnitOfWorkError: inside an open block (a part of a transaction cannot be retried).
+        """
+        _retry.check(self, fn, retries)
+        result, callbacks = await _retry.run_async(self, fn, args, kwargs, retries)
+        await _run_callbacks(callbacks)
+        return result
 
 
 async def _run_callbacks(callbacks: list[_Callback]) -> None:

@@ -20,6 +20,7 @@ from typing import (
     ClassVar,
     Protocol,
     Self,
+    TypeVar,
     get_args,
     get_origin,
     get_type_hints,
@@ -30,7 +31,7 @@ from sqlalchemy.exc import PendingRollbackError
 
 from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
-from uow import _transactions
+from uow import _retry, _transactions
 from uow.errors import UnitOfWorkError
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ __all__ = ["UnitOfWork", "UnitOfWorkBase"]
 logger = logging.getLogger("uow")
 
 _OUTSIDE = "use it inside a `with uow:` block"
+
+_T = TypeVar("_T")
 
 
 _Callback = tuple["Callable[[], object]", bool]
@@ -339,6 +342,37 @@ class UnitOfWork(UnitOfWorkBase):
                 "register a plain function, or use an AsyncUnitOfWork"
             )
         self._add_callback(callback, robust)
+
+    def run(self, fn: Callable[..., _T], /, *args: Any, retries: int = 3, **kwargs: Any) -> _T:
+        """Run `fn(*args, **kwargs)` in a `with uow:` block; run it again after a serialization
+        failure or a deadlock.
+
+        When the block fails with an error [`is_retryable`][uow.is_retryable] accepts (SQLSTATE
+        40001 or 40P01, at any statement or at the COMMIT), it is rolled back and the whole block
+        runs again, after a short random wait that doubles with each attempt (jittered
+        exponential backoff), up to `retries` more times; then the last error is raised. Any
+        other error is raised at once. Only the attempt that committed runs its on_commit
+        callbacks, after the retries are over (an error from a callback is not retried). `fn`
+        must be safe to run more than once: keep side effects in on_commit callbacks.
+
+        Returns:
+            What `fn` returned in the attempt that committed.
+
+        Raises:
+            TypeError: `fn` is not callable or is a coroutine function, or `retries` is not an
+                int; before anything runs.
+            ValueError: `retries` is negative.
+            UnitOfWorkError: inside an open block (a part of a transaction cannot be retried).
+        """
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"run() of a sync unit of work cannot await {fn!r}: "
+                "pass a plain function, or use an AsyncUnitOfWork"
+            )
+        _retry.check(self, fn, retries)
+        result, callbacks = _retry.run(self, fn, args, kwargs, retries)
+        _run_callbacks(callbacks)
+        return result  # type: ignore[no-any-return]
 
 
 class _RepositoryAttribute:
