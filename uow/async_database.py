@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from contextlib import asynccontextmanager
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -13,6 +15,7 @@ from uow.async_session import AsyncScopedSession, AsyncSession
 from uow.database import (
     _begin_on_server,
     _check_can_join,
+    _check_replicas,
     _engine_options,
     _ids,
     _sessions_joining,
@@ -20,7 +23,7 @@ from uow.database import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from sqlalchemy import MetaData
@@ -53,6 +56,9 @@ class AsyncDatabase:
         session_options: keyword arguments for the `async_sessionmaker`.
         sqlite_transaction_mode: as for [`Database`][uow.Database].
         lazy_begin: as for [`Database`][uow.Database].
+        replicas: as for [`Database`][uow.Database], with async drivers: `async with
+            uow.read_only():` reads from one of them.
+        replica_lag_window: as for [`Database`][uow.Database].
 
     Raises:
         ImportError: the URL's driver is not installed; the message names the extra to
@@ -76,7 +82,10 @@ class AsyncDatabase:
         *,
         sqlite_transaction_mode: TransactionMode = "IMMEDIATE",
         lazy_begin: bool = True,
+        replicas: Sequence[str | URL] = (),
+        replica_lag_window: float = 2.0,
     ) -> None:
+        replica_urls = _check_replicas(replicas, replica_lag_window)
         options = dict(engine_options or {})
         # What it was built with, before the set-up's own options (for uow.migrations' engine).
         self._engine_options: dict[str, Any] = dict(options)
@@ -94,7 +103,24 @@ class AsyncDatabase:
         self.Session: async_sessionmaker[AsyncSession] = async_sessionmaker(
             bind=self.engine, class_=AsyncSession, **factory_options
         )
+        self.replica_engines: tuple[AsyncEngine, ...] = ()
+        for replica_url in replica_urls:
+            replica_options = dict(engine_options or {})
+            replica_url = resolve_url(
+                replica_url, check_driver="module" not in replica_options, is_async=True
+            )
+            resolved, lazy = _engine_options(replica_url, replica_options, lazy_begin)
+            engine = create_async_engine(resolved, **replica_options)
+            configure_engine(engine.sync_engine, replica_options, sqlite_transaction_mode, lazy)
+            self.replica_engines += (engine,)
+        self.replica_lag_window: float = float(replica_lag_window)
+        self._replica_factories: tuple[async_sessionmaker[AsyncSession], ...] = tuple(
+            async_sessionmaker(bind=engine, class_=AsyncSession, **factory_options)
+            for engine in self.replica_engines
+        )
+        self._next_replica = itertools.count()
         number = next(_ids)
+        self._last_write: ProcessLocal[float] = ProcessLocal(f"uow_last_write_{number}", -inf)
         self.s: AsyncScopedSession = AsyncScopedSession(self.Session, f"uow_session_{number}")
         self._frames: ProcessLocal[tuple[_Frame, ...]] = ProcessLocal(f"uow_stack_{number}", ())
 
@@ -168,6 +194,8 @@ class AsyncDatabase:
     async def dispose(self) -> None:
         """Close the pool's connections (`await engine.dispose()`); the database stays usable."""
         await self.engine.dispose()
+        for engine in self.replica_engines:
+            await engine.dispose()
 
     def __repr__(self) -> str:
         return f"AsyncDatabase({self.url.render_as_string(hide_password=True)!r})"

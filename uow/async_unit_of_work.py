@@ -11,6 +11,7 @@ and transaction.
 from __future__ import annotations
 
 import inspect
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from sqlalchemy.util import greenlet_spawn
@@ -20,7 +21,7 @@ from uow import _retry
 from uow.unit_of_work import UnitOfWorkBase, log_callback_failure, run_callback
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from types import TracebackType
 
     from uow.async_database import AsyncDatabase
@@ -82,6 +83,22 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         traceback: TracebackType | None,
     ) -> None:
         await _run_callbacks(await greenlet_spawn(self._exit, exc_type is not None))
+
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[Self]:
+        """`async with uow.read_only():` a block that only reads, from a read replica when it
+        can: as [`UnitOfWork.read_only`][uow.UnitOfWork.read_only].
+
+        Raises:
+            UnitOfWorkError: at a write inside the block.
+        """
+        await greenlet_spawn(self._enter, True)
+        try:
+            yield self
+        except BaseException:
+            await _run_callbacks(await greenlet_spawn(self._exit, True))
+            raise
+        await _run_callbacks(await greenlet_spawn(self._exit, False))
 
     async def commit(self) -> None:
         """See [`UnitOfWork.commit`][uow.UnitOfWork.commit]; coroutine callbacks are awaited."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 from contextlib import contextmanager
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, create_engine
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import sessionmaker
 
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
@@ -19,10 +21,10 @@ from uow.errors import UnitOfWorkError
 from uow.session import Session
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
 
-    from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from uow._sqlite import TransactionMode
     from uow.unit_of_work import _Frame
@@ -77,8 +79,16 @@ class Database:
             first statement. Ignored (eager) where it would change what reads see: at
             REPEATABLE READ or SERIALIZABLE, and for drivers other than psycopg, asyncpg,
             pysqlite and aiosqlite.
+        replicas: URLs of read replicas (streaming standbys of this database), built like the
+            primary. `with uow.read_only():` reads from one of them, round-robin, falling back
+            to the primary when none can be connected to; everything else uses the primary
+            (see [`UnitOfWork.read_only`][uow.UnitOfWork.read_only]).
+        replica_lag_window: seconds after a context committed a write during which its
+            read-only blocks stay on the primary (they would not see the write on a replica
+            that has not replayed it yet). 2 by default.
 
     Raises:
+        TypeError: `replicas` is not a list or tuple of URLs.
         ImportError: the URL's driver is not installed; the message says what to
             `pip install` (for PostgreSQL, `"uow-repositories[postgres]"`) and never shows the
             URL. It is a [`UowError`][uow.errors.UowError] too.
@@ -100,7 +110,10 @@ class Database:
         *,
         sqlite_transaction_mode: TransactionMode = "IMMEDIATE",
         lazy_begin: bool = True,
+        replicas: Sequence[str | URL] = (),
+        replica_lag_window: float = 2.0,
     ) -> None:
+        replica_urls = _check_replicas(replicas, replica_lag_window)
         options = dict(engine_options or {})
         self.url: URL
         self.lazy_begin: bool
@@ -113,7 +126,24 @@ class Database:
         self.Session: sessionmaker[Session] = sessionmaker(
             bind=self.engine, class_=Session, **factory_options
         )
+        self.replica_engines: tuple[Engine, ...] = ()
+        for replica_url in replica_urls:
+            replica_options = dict(engine_options or {})
+            resolved, lazy = _engine_options(replica_url, replica_options, lazy_begin)
+            engine = create_engine(resolved, **replica_options)
+            configure_engine(engine, replica_options, sqlite_transaction_mode, lazy)
+            self.replica_engines += (engine,)
+        self.replica_lag_window: float = float(replica_lag_window)
+        # One session factory per replica, bound to its engine (uow.unit_of_work._route).
+        self._replica_factories: tuple[sessionmaker[Session], ...] = tuple(
+            sessionmaker(bind=engine, class_=Session, **factory_options)
+            for engine in self.replica_engines
+        )
+        self._next_replica = itertools.count()
         number = next(_ids)
+        # When this context last committed a write (time.monotonic()): its read-only blocks
+        # stay on the primary for `replica_lag_window` seconds after it.
+        self._last_write: ProcessLocal[float] = ProcessLocal(f"uow_last_write_{number}", -inf)
         self.s: ScopedSession = ScopedSession(self.Session, f"uow_session_{number}")
         # The unit-of-work frames of each context, outermost first: the one owner of that
         # state (UnitOfWork reads and replaces it). An immutable tuple, replaced (never
@@ -223,8 +253,11 @@ class Database:
         metadata.drop_all(self._test_connection or self.engine)
 
     def dispose(self) -> None:
-        """Close the pool's connections (`engine.dispose()`); the Database stays usable."""
+        """Close the pool's connections (`engine.dispose()`, and the replicas'); the Database
+        stays usable."""
         self.engine.dispose()
+        for engine in self.replica_engines:
+            engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -246,6 +279,23 @@ def _engine_options(url: str | URL, options: dict[str, Any], lazy_begin: bool) -
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
         options["connect_args"] = connect_args
     return resolved, lazy
+
+
+def _check_replicas(replicas: Sequence[str | URL], lag_window: float) -> list[str | URL]:
+    """The replica URLs, checked before anything is built."""
+    if isinstance(replicas, (str, bytes)) or not isinstance(replicas, (list, tuple)):
+        raise TypeError(
+            f"replicas takes a list of URLs, not {type(replicas).__name__}: "
+            "write replicas=[url, ...]"
+        )
+    for replica in replicas:
+        if not isinstance(replica, (str, URL)):
+            raise TypeError(f"a replica URL is a str or a URL, not {type(replica).__name__}")
+    if isinstance(lag_window, bool) or not isinstance(lag_window, (int, float)):
+        raise TypeError(f"replica_lag_window takes seconds, not {type(lag_window).__name__}")
+    if not lag_window >= 0:
+        raise ValueError(f"replica_lag_window must be 0 or more seconds, not {lag_window!r}")
+    return list(replicas)
 
 
 def _check_can_join(database: Any) -> None:

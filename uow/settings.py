@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -14,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import core_schema
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -131,6 +132,11 @@ class DatabaseSettings(BaseSettings):
             (`DATABASE_SQLITE_TRANSACTION_MODE`); see [`Database`][uow.Database].
         lazy_begin: begin each transaction at its first write, not its first statement
             (`DATABASE_LAZY_BEGIN`, on by default); see [`Database`][uow.Database].
+        replica_urls: URLs of read replicas (`DATABASE_REPLICA_URLS`: comma-separated, or a
+            JSON list), each checked as `url` is and printed with its password masked; empty
+            by default. See `replicas` of [`Database`][uow.Database].
+        replica_lag_window: seconds a context's read-only blocks stay on the primary after it
+            committed a write (`DATABASE_REPLICA_LAG_WINDOW`, 2 by default).
 
     Raises:
         SettingsError: a value is invalid; the message names the environment variable.
@@ -170,6 +176,8 @@ class DatabaseSettings(BaseSettings):
     expire_on_commit: bool = False
     sqlite_transaction_mode: Literal["IMMEDIATE", "DEFERRED", "EXCLUSIVE"] = "IMMEDIATE"
     lazy_begin: bool = True
+    replica_urls: Annotated[tuple[DatabaseURL, ...], NoDecode] = ()
+    replica_lag_window: float = Field(default=2.0, ge=0)
 
     def __init__(self, **values: Any) -> None:
         known = set(type(self).model_fields) | _source_arguments()
@@ -197,31 +205,27 @@ class DatabaseSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _resolve_url(cls, value: str) -> DatabaseURL:
-        if not value.strip():
-            raise ValueError(
-                f"is set but empty; set it to a URL such as {_EXAMPLE_URL!r}, or unset it "
-                f"to use the SQLite file of the default, {DEFAULT_DATABASE_URL!r}"
-            )
-        # Every message below names the scheme at most: the URL may carry a password, and
-        # so may the messages of the errors caught (hence `from None`).
+        return _resolved_url(value)
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_replica_urls(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text.startswith("["):
+            return [part.strip() for part in text.split(",") if part.strip()]
         try:
-            resolved = resolve_url(value)
-        except DriverNotInstalledError as err:
-            raise ValueError(str(err)) from None
-        except NoSuchModuleError:
-            scheme = value.partition("://")[0]
-            raise ValueError(f"SQLAlchemy has no dialect for {scheme!r} URLs") from None
-        # make_url raises ValueError too, e.g. int() of a "port" that is really a password.
-        except (ArgumentError, ValueError):
+            return json.loads(text)
+        except json.JSONDecodeError:
             raise ValueError(
-                f"not a SQLAlchemy URL; expected e.g. 'sqlite:///app.db' or {_EXAMPLE_URL!r}"
+                'not a JSON list of URLs; write url1,url2 or a JSON list ["url1", "url2"]'
             ) from None
-        # Only the scheme changes (`postgres://` -> `postgresql+psycopg://`): the rest stays
-        # as written, rather than as SQLAlchemy would render it again.
-        scheme, _, rest = value.partition("://")
-        if scheme != resolved.drivername:
-            value = f"{resolved.drivername}://{rest}"
-        return DatabaseURL(value)
+
+    @field_validator("replica_urls")
+    @classmethod
+    def _resolve_replica_urls(cls, value: tuple[str, ...]) -> tuple[DatabaseURL, ...]:
+        return tuple(_resolved_url(url) for url in value)
 
     @field_validator("sqlite_transaction_mode", mode="before")
     @classmethod
@@ -294,6 +298,8 @@ class DatabaseSettings(BaseSettings):
             "session_options": self.session_options(),
             "sqlite_transaction_mode": self.sqlite_transaction_mode,
             "lazy_begin": self.lazy_begin,
+            "replicas": [url.render_as_string(hide_password=False) for url in self.replica_urls],
+            "replica_lag_window": self.replica_lag_window,
         }
 
     def _async_url(self) -> str:
@@ -310,6 +316,35 @@ class DatabaseSettings(BaseSettings):
                 )
             )
         return text
+
+
+def _resolved_url(value: str) -> DatabaseURL:
+    """A URL setting's value, checked, with the installed driver for a URL that names none."""
+    if not value.strip():
+        raise ValueError(
+            f"is set but empty; set it to a URL such as {_EXAMPLE_URL!r}, or unset it "
+            f"to use the SQLite file of the default, {DEFAULT_DATABASE_URL!r}"
+        )
+    # Every message below names the scheme at most: the URL may carry a password, and
+    # so may the messages of the errors caught (hence `from None`).
+    try:
+        resolved = resolve_url(value)
+    except DriverNotInstalledError as err:
+        raise ValueError(str(err)) from None
+    except NoSuchModuleError:
+        scheme = value.partition("://")[0]
+        raise ValueError(f"SQLAlchemy has no dialect for {scheme!r} URLs") from None
+    # make_url raises ValueError too, e.g. int() of a "port" that is really a password.
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            f"not a SQLAlchemy URL; expected e.g. 'sqlite:///app.db' or {_EXAMPLE_URL!r}"
+        ) from None
+    # Only the scheme changes (`postgres://` -> `postgresql+psycopg://`): the rest stays
+    # as written, rather than as SQLAlchemy would render it again.
+    scheme, _, rest = value.partition("://")
+    if scheme != resolved.drivername:
+        value = f"{resolved.drivername}://{rest}"
+    return DatabaseURL(value)
 
 
 @functools.cache
@@ -330,7 +365,7 @@ def _describe(err: ValidationError) -> str:
         field = ".".join(str(part) for part in error["loc"])
         variable = f"{ENV_PREFIX}{field.upper()}"
         # A URL may carry a password: never echo it.
-        shown = "input" in error and field != "url"
+        shown = "input" in error and field != "url" and not field.startswith("replica_urls")
         given = f" (got {error['input']!r})" if shown else ""
         lines.append(f"{variable}: {error['msg']}{given}")
     return "invalid database settings:\n  " + "\n  ".join(lines)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import (
@@ -27,18 +29,21 @@ from typing import (
 )
 from weakref import WeakKeyDictionary
 
-from sqlalchemy.exc import PendingRollbackError
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
+from repositories._connection import has_written
 from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
 from uow import _retry, _transactions
 from uow.errors import UnitOfWorkError
+from uow.session import Session as _SessionClass
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
-    from sqlalchemy.orm import SessionTransaction
+    from sqlalchemy.orm import ORMExecuteState, SessionTransaction
 
     from uow.database import Database
     from uow.session import Session
@@ -119,7 +124,7 @@ class UnitOfWorkBase:
 
     # -- entering and leaving (sync; the async class runs them in the bridge) --------------------
 
-    def _enter(self) -> None:
+    def _enter(self, read_only: bool = False) -> None:
         frames = self._frames()
         if frames and _retired(frames[0].session):
             # A context copied from a block that has ended since (a task or thread started
@@ -129,6 +134,8 @@ class UnitOfWorkBase:
             first = frames[0]
             frame = _Frame(first.session, first.facade, first.session.begin_nested())
         else:
+            if read_only:
+                _route_to_replica(self.database, self._scoped())
             facade = self._scoped()()
             session: Session = getattr(facade, "sync_session", facade)
             if _retired(session):  # the ended block's session, in a copied context
@@ -137,6 +144,8 @@ class UnitOfWorkBase:
                 session = getattr(facade, "sync_session", facade)
             if not session.in_transaction():
                 session.begin()
+            if read_only:
+                session.info[_READ_ONLY] = True
             frame = _Frame(session, facade, None)
         self._set_frames((*frames, frame))
 
@@ -152,8 +161,11 @@ class UnitOfWorkBase:
             _leave_savepoint(frame, outer[-1], failed)
             return []
         committed = False
+        wrote = _wrote(frame.session)
         try:
             committed = _leave_transaction(frame, failed)
+            if committed and wrote:
+                self.database._last_write.set(time.monotonic())
         finally:
             self._scoped()._remove_now()
             frame.session._retire()
@@ -170,8 +182,11 @@ class UnitOfWorkBase:
             )
         frame = frames[0]
         callbacks, frame.callbacks = frame.callbacks, []
+        wrote = _wrote(frame.session)
         try:
             _commit(frame.session)
+            if wrote:
+                self.database._last_write.set(time.monotonic())
         except BaseException:
             # A failed COMMIT (a deferred constraint, say) leaves SQLAlchemy's transaction
             # half-finished: roll it back and begin again, so the block stays usable. The
@@ -299,6 +314,34 @@ class UnitOfWork(UnitOfWorkBase):
     ) -> None:
         _run_callbacks(self._exit(exc_type is not None))
 
+    @contextmanager
+    def read_only(self) -> Iterator[Self]:
+        """`with uow.read_only():` a block that only reads, from a read replica when it can.
+
+        As an outermost block over a Database built with `replicas=[...]`, its session is bound
+        to a replica (the next one, round-robin; one that cannot be connected to is skipped,
+        and with none left the block uses the primary). Lazy BEGIN applies there as on the
+        primary. The block may not write: a flush of new, changed or deleted objects, an ORM
+        INSERT, UPDATE or DELETE and `FOR UPDATE` raise `UnitOfWorkError` before any SQL, and
+        a replica refuses any other write itself (PostgreSQL's "read-only transaction" error).
+
+        It runs on the primary instead, so that it sees this context's own writes: nested in
+        a `with uow:` block (it then is a plain nested block of that transaction), when this
+        context's `db.s` session is already in use, and for `replica_lag_window` seconds after
+        this context committed a write. Without replicas it is a read-only block on the
+        primary.
+
+        Raises:
+            UnitOfWorkError: at a write inside the block (see above).
+        """
+        self._enter(read_only=True)
+        try:
+            yield self
+        except BaseException:
+            _run_callbacks(self._exit(True))
+            raise
+        _run_callbacks(self._exit(False))
+
     def commit(self) -> None:
         """Commit the work so far, run the on_commit callbacks so far, and begin again.
 
@@ -387,6 +430,70 @@ class _RepositoryAttribute:
         if uow is None:
             return self
         return uow._repository(self.name)
+
+
+_READ_ONLY = "uow_read_only"
+
+
+def _route_to_replica(database: Any, scoped: Any) -> None:
+    """Put a session bound to the next replica that answers in this context's registry, unless
+    the block must see this context's own writes (it then stays on the primary)."""
+    factories = getattr(database, "_replica_factories", ())
+    if not factories:
+        return
+    if time.monotonic() - database._last_write.get() < database.replica_lag_window:
+        return  # this context committed a write just now: a replica may not have it yet
+    registry = scoped.registry
+    if registry.has():
+        current = registry()
+        if not _retired(getattr(current, "sync_session", current)):
+            return  # the context's session is in use (db.s), with whatever it did so far
+        scoped._forget()
+    for _ in factories:
+        facade = factories[next(database._next_replica) % len(factories)]()
+        session = getattr(facade, "sync_session", facade)
+        try:
+            session.connection()  # a pool checkout: no round trip on a healthy connection
+        except (DBAPIError, OSError):
+            logger.warning("a read replica did not answer; trying the next", exc_info=True)
+            session.close()
+            continue
+        registry.set(facade)
+        return
+    logger.warning("no read replica answered: reading from the primary")
+
+
+def _wrote(session: Session) -> bool:
+    """Whether the session's transaction may hold writes (see `has_written`)."""
+    transaction = session.get_transaction()
+    if transaction is None:
+        return False
+    if session.info.get(_READ_ONLY):
+        return False  # a read-only block's statements cannot have written (see read_only)
+    return any(has_written(entry[0]) for entry in transaction._connections.values())
+
+
+def _refuse_write(what: str) -> None:
+    raise UnitOfWorkError(
+        f"{what} inside a `uow.read_only()` block, which only reads (possibly from a read "
+        "replica): write in a `with uow:` block"
+    )
+
+
+@event.listens_for(_SessionClass, "before_flush")
+def _check_flush(session: Any, flush_context: Any, instances: Any) -> None:
+    if session.info.get(_READ_ONLY) and (session.new or session.dirty or session.deleted):
+        _refuse_write("a flush of new, changed or deleted objects")
+
+
+@event.listens_for(_SessionClass, "do_orm_execute")
+def _check_statement(state: ORMExecuteState) -> None:
+    if not state.session.info.get(_READ_ONLY):
+        return
+    if state.is_insert or state.is_update or state.is_delete:
+        _refuse_write("an INSERT, UPDATE or DELETE")
+    if state.is_select and getattr(state.statement, "_for_update_arg", None) is not None:
+        _refuse_write("SELECT ... FOR UPDATE")
 
 
 def _leave_savepoint(frame: _Frame, parent: _Frame, failed: bool) -> None:

@@ -35,6 +35,8 @@ BUILDERS = frozenset(
 STREAMS = frozenset({"iterator"})
 # Plain on both faces: they only change the block's state (DESIGN.md, "Async (contract)").
 PLAIN_ON_THE_UNIT_OF_WORK = frozenset({"on_commit", "set_rollback"})
+# Blocks on both faces: `with uow.read_only():`, `async with uow.read_only():`.
+BLOCKS_ON_THE_UNIT_OF_WORK = frozenset({"read_only"})
 
 
 def public_methods(cls: type[Any]) -> dict[str, Callable[..., Any]]:
@@ -138,6 +140,9 @@ def test_the_async_unit_of_work_has_every_public_name_of_the_unit_of_work() -> N
     for name, method in sync_methods.items():
         where = f"AsyncUnitOfWork.{name}"
         assert shape(async_methods[name]) == shape(method), where
+        if name in BLOCKS_ON_THE_UNIT_OF_WORK:
+            assert inspect.isasyncgenfunction(inspect.unwrap(async_methods[name])), where
+            continue
         assert is_awaited(async_methods[name]) == (name not in PLAIN_ON_THE_UNIT_OF_WORK), where
     assert public_properties(UnitOfWork) <= public_properties(AsyncUnitOfWork)
     assert hasattr(AsyncUnitOfWork, "__aenter__")

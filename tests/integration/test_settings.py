@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "expire_on_commit": False,
     "sqlite_transaction_mode": "IMMEDIATE",
     "lazy_begin": True,
+    "replica_urls": (),
+    "replica_lag_window": 2.0,
 }
 
 # Bad URLs that carry a password. Each is checked to be rejected by make_url itself.
@@ -106,6 +108,8 @@ def test_with_no_variables_the_url_is_the_sqlite_file_app_db() -> None:
         ("expire_on_commit", "1", True),
         ("sqlite_transaction_mode", "EXCLUSIVE", "EXCLUSIVE"),
         ("lazy_begin", "false", False),
+        ("replica_urls", "sqlite:///r.db", ("sqlite:///r.db",)),
+        ("replica_lag_window", "0.5", 0.5),
     ],
 )
 def test_each_field_is_read_from_its_database_variable_and_nothing_else_changes(
