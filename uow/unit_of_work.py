@@ -37,7 +37,6 @@ from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
 from uow import _retry, _transactions
 from uow.errors import UnitOfWorkError
-from uow.session import Session as _SessionClass
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -144,8 +143,8 @@ class UnitOfWorkBase:
                 session = getattr(facade, "sync_session", facade)
             if not session.in_transaction():
                 session.begin()
-            if read_only:
-                session.info[_READ_ONLY] = True
+            if read_only and hasattr(session, "info"):  # (not the in-memory one of uow.testing)
+                _make_read_only(session)
             frame = _Frame(session, facade, None)
         self._set_frames((*frames, frame))
 
@@ -161,7 +160,7 @@ class UnitOfWorkBase:
             _leave_savepoint(frame, outer[-1], failed)
             return []
         committed = False
-        wrote = _wrote(frame.session)
+        wrote = _wrote(self.database, frame.session)
         try:
             committed = _leave_transaction(frame, failed)
             if committed and wrote:
@@ -182,7 +181,7 @@ class UnitOfWorkBase:
             )
         frame = frames[0]
         callbacks, frame.callbacks = frame.callbacks, []
-        wrote = _wrote(frame.session)
+        wrote = _wrote(self.database, frame.session)
         try:
             _commit(frame.session)
             if wrote:
@@ -324,6 +323,8 @@ class UnitOfWork(UnitOfWorkBase):
         primary. The block may not write: a flush of new, changed or deleted objects, an ORM
         INSERT, UPDATE or DELETE and `FOR UPDATE` raise `UnitOfWorkError` before any SQL, and
         a replica refuses any other write itself (PostgreSQL's "read-only transaction" error).
+        The block commits nothing: it ends with a rollback (which lazy BEGIN makes send
+        nothing), and its on_commit callbacks run then.
 
         It runs on the primary instead, so that it sees this context's own writes: nested in
         a `with uow:` block (it then is a plain nested block of that transaction), when this
@@ -463,14 +464,22 @@ def _route_to_replica(database: Any, scoped: Any) -> None:
     logger.warning("no read replica answered: reading from the primary")
 
 
-def _wrote(session: Session) -> bool:
-    """Whether the session's transaction may hold writes (see `has_written`)."""
+def _wrote(database: Any, session: Session) -> bool:
+    """Whether the session's transaction may hold writes (see `has_written`) that a read-only
+    block must wait for: only asked of a database with replicas."""
+    if not getattr(database, "_replica_factories", ()):
+        return False
     transaction = session.get_transaction()
     if transaction is None:
         return False
-    if session.info.get(_READ_ONLY):
+    if _is_read_only(session):
         return False  # a read-only block's statements cannot have written (see read_only)
     return any(has_written(entry[0]) for entry in transaction._connections.values())
+
+
+def _is_read_only(session: Any) -> bool:
+    info = getattr(session, "info", None)  # the in-memory session of uow.testing has none
+    return bool(info and info.get(_READ_ONLY))
 
 
 def _refuse_write(what: str) -> None:
@@ -480,13 +489,20 @@ def _refuse_write(what: str) -> None:
     )
 
 
-@event.listens_for(_SessionClass, "before_flush")
+def _make_read_only(session: Session) -> None:
+    """Refuse the writes the session can see, for the rest of its life (it is closed and
+    dropped at the end of the block). Listeners on this session only: a class-wide
+    `do_orm_execute` listener would put every statement of every session on a slower path."""
+    session.info[_READ_ONLY] = True
+    event.listen(session, "before_flush", _check_flush)
+    event.listen(session, "do_orm_execute", _check_statement)
+
+
 def _check_flush(session: Any, flush_context: Any, instances: Any) -> None:
     if session.info.get(_READ_ONLY) and (session.new or session.dirty or session.deleted):
         _refuse_write("a flush of new, changed or deleted objects")
 
 
-@event.listens_for(_SessionClass, "do_orm_execute")
 def _check_statement(state: ORMExecuteState) -> None:
     if not state.session.info.get(_READ_ONLY):
         return
@@ -524,6 +540,11 @@ def _leave_transaction(frame: _Frame, failed: bool) -> bool:
     if failed or frame.rollback_only:
         _rollback(session.rollback, raise_errors=not failed)
         return False
+    if _is_read_only(session):
+        # A read-only block commits nothing: objects added in it (whose flush was refused)
+        # are dropped, and its callbacks run as after a commit.
+        session.rollback()
+        return True
     try:
         _commit(session)
     except BaseException:

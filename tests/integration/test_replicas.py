@@ -368,3 +368,17 @@ def test_bad_replica_settings_name_the_variable_and_hide_passwords(
     assert "s3cret" not in str(error.value)
     monkeypatch.setenv("DATABASE_REPLICA_URLS", "postgresql+psycopg://u:s3cret@h/db")
     assert "s3cret" not in repr(DatabaseSettings())
+
+
+def test_a_read_only_block_commits_nothing_and_runs_its_callbacks(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/app.db")
+    db.create_all(Base.metadata)
+    uow, ran = Uow(db), []
+    with uow.read_only():
+        with pytest.raises(UnitOfWorkError, match="flush"):
+            uow.items.create(name="x")
+        uow.on_commit(lambda: ran.append(1))
+    assert ran == [1]
+    with uow:
+        assert uow.items.count() == 0
+    db.dispose()
