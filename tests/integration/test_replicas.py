@@ -34,8 +34,6 @@ from uow.settings import DatabaseSettings
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-pytestmark = pytest.mark.slow
-
 
 class Base(DeclarativeBase):
     pass
@@ -127,7 +125,7 @@ def replica() -> Iterator[Replica]:
     try:
         backup = _as_owner(
             basebackup, "-h", "127.0.0.1", "-p", str(url.port), "-U", "postgres",
-            "-D", datadir, "-R", "-X", "stream", "--no-sync",
+            "-D", datadir, "-R", "-X", "stream", "--no-sync", "--checkpoint=fast",
         )  # fmt: skip
         assert backup.returncode == 0, backup.stderr
         options = f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1 -c hot_standby=on"
