@@ -24,6 +24,7 @@ from sqlalchemy import Integer, String, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from repositories._connection import BEGUN, LAZY
 from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
 from tests.conftest import REQUIRE_POSTGRES, postgres_url
@@ -173,6 +174,16 @@ def test_read_only_reads_from_the_replica_and_writes_go_to_the_primary(db: Datab
         assert db.s() is uow.session
     with uow:
         assert not _in_recovery(uow.session)
+
+
+def test_lazy_begin_applies_on_the_replica(db: Database) -> None:
+    uow = Uow(db)
+    with uow.read_only():
+        assert uow.items.count() == 0
+        info = uow.session.connection().info
+        assert info.get(LAZY) is True  # the replica engine got the primary's set-up
+        assert not info.get(BEGUN)  # the reads sent no BEGIN
+        assert _in_recovery(uow.session)
 
 
 def test_round_robin_over_the_replicas(replica: Replica) -> None:
