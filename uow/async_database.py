@@ -16,10 +16,9 @@ from uow.database import (
     _begin_on_server,
     _check_can_join,
     _check_replicas,
-    _engine_options,
     _ids,
     _sessions_joining,
-    configure_engine,
+    build_engine,
 )
 
 if TYPE_CHECKING:
@@ -86,33 +85,30 @@ class AsyncDatabase:
         replica_lag_window: float = 2.0,
     ) -> None:
         replica_urls = _check_replicas(replicas, replica_lag_window)
-        options = dict(engine_options or {})
         # What it was built with, before the set-up's own options (for uow.migrations' engine).
-        self._engine_options: dict[str, Any] = dict(options)
+        self._engine_options: dict[str, Any] = dict(engine_options or {})
+        options = self._engine_options
         self._sqlite_transaction_mode: TransactionMode = sqlite_transaction_mode
-        # An installed async driver for a URL that names none (see Args).
-        url = resolve_url(url, check_driver="module" not in options, is_async=True)
         self.url: URL
         self.lazy_begin: bool
-        self.url, self.lazy_begin = _engine_options(url, options, lazy_begin)
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
-        configure_engine(self.engine.sync_engine, options, sqlite_transaction_mode, self.lazy_begin)
+        self.engine: AsyncEngine
+        self.url, self.lazy_begin, self.engine = build_engine(
+            _async_url(url, options), options, sqlite_transaction_mode, lazy_begin,
+            create_async_engine,
+        )  # fmt: skip
 
         factory_options: dict[str, Any] = {"expire_on_commit": False}
         factory_options.update(session_options or {})
         self.Session: async_sessionmaker[AsyncSession] = async_sessionmaker(
             bind=self.engine, class_=AsyncSession, **factory_options
         )
-        self.replica_engines: tuple[AsyncEngine, ...] = ()
-        for replica_url in replica_urls:
-            replica_options = dict(engine_options or {})
-            replica_url = resolve_url(
-                replica_url, check_driver="module" not in replica_options, is_async=True
-            )
-            resolved, lazy = _engine_options(replica_url, replica_options, lazy_begin)
-            engine = create_async_engine(resolved, **replica_options)
-            configure_engine(engine.sync_engine, replica_options, sqlite_transaction_mode, lazy)
-            self.replica_engines += (engine,)
+        self.replica_engines: tuple[AsyncEngine, ...] = tuple(
+            build_engine(
+                _async_url(url, options), options, sqlite_transaction_mode, lazy_begin,
+                create_async_engine,
+            )[2]
+            for url in replica_urls
+        )  # fmt: skip
         self.replica_lag_window: float = float(replica_lag_window)
         self._replica_factories: tuple[async_sessionmaker[AsyncSession], ...] = tuple(
             async_sessionmaker(bind=engine, class_=AsyncSession, **factory_options)
@@ -199,3 +195,8 @@ class AsyncDatabase:
 
     def __repr__(self) -> str:
         return f"AsyncDatabase({self.url.render_as_string(hide_password=True)!r})"
+
+
+def _async_url(url: str | URL, options: Mapping[str, Any]) -> URL:
+    """`url`, with an installed async driver when it names none (see AsyncDatabase's Args)."""
+    return resolve_url(url, check_driver="module" not in options, is_async=True)

@@ -21,7 +21,7 @@ from uow import _retry
 from uow.unit_of_work import UnitOfWorkBase, log_callback_failure, run_callback
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
     from types import TracebackType
 
     from uow.async_database import AsyncDatabase
@@ -82,7 +82,7 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await _run_callbacks(await greenlet_spawn(self._exit, exc_type is not None))
+        await run_callbacks(await greenlet_spawn(self._exit, exc_type is not None))
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[Self]:
@@ -96,13 +96,13 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         try:
             yield self
         except BaseException:
-            await _run_callbacks(await greenlet_spawn(self._exit, True))
+            await run_callbacks(await greenlet_spawn(self._exit, True))
             raise
-        await _run_callbacks(await greenlet_spawn(self._exit, False))
+        await run_callbacks(await greenlet_spawn(self._exit, False))
 
     async def commit(self) -> None:
         """See [`UnitOfWork.commit`][uow.UnitOfWork.commit]; coroutine callbacks are awaited."""
-        await _run_callbacks(await greenlet_spawn(self._commit))
+        await run_callbacks(await greenlet_spawn(self._commit))
 
     async def rollback(self) -> None:
         """See [`UnitOfWork.rollback`][uow.UnitOfWork.rollback]."""
@@ -150,11 +150,13 @@ class AsyncUnitOfWork(UnitOfWorkBase):
         """
         _retry.check(self, fn, retries)
         result, callbacks = await _retry.run_async(self, fn, args, kwargs, retries)
-        await _run_callbacks(callbacks)
+        await run_callbacks(callbacks)
         return result
 
 
-async def _run_callbacks(callbacks: list[_Callback]) -> None:
+async def run_callbacks(callbacks: Iterable[_Callback]) -> None:
+    """Run on_commit callbacks in order, awaiting those that return awaitables; a robust
+    callback's exception is logged, another's propagates (see `UnitOfWork.on_commit`)."""
     for callback, robust in callbacks:
         result: Any = run_callback(callback, robust)
         if not inspect.isawaitable(result):

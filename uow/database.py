@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from contextlib import contextmanager
 from math import inf
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL
@@ -21,7 +21,7 @@ from uow.errors import UnitOfWorkError
 from uow.session import Session
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
 
     from sqlalchemy.engine import Connection, Engine
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["Database"]
 
 _ids = itertools.count(1)
+E = TypeVar("E")  # an Engine or an AsyncEngine
 
 
 class Database:
@@ -114,25 +115,22 @@ class Database:
         replica_lag_window: float = 2.0,
     ) -> None:
         replica_urls = _check_replicas(replicas, replica_lag_window)
-        options = dict(engine_options or {})
         self.url: URL
         self.lazy_begin: bool
-        self.url, self.lazy_begin = _engine_options(url, options, lazy_begin)
-        self.engine: Engine = create_engine(self.url, **options)
-        configure_engine(self.engine, options, sqlite_transaction_mode, self.lazy_begin)
+        self.engine: Engine
+        self.url, self.lazy_begin, self.engine = build_engine(
+            url, engine_options, sqlite_transaction_mode, lazy_begin, create_engine
+        )
 
         factory_options: dict[str, Any] = {"expire_on_commit": False}
         factory_options.update(session_options or {})
         self.Session: sessionmaker[Session] = sessionmaker(
             bind=self.engine, class_=Session, **factory_options
         )
-        self.replica_engines: tuple[Engine, ...] = ()
-        for replica_url in replica_urls:
-            replica_options = dict(engine_options or {})
-            resolved, lazy = _engine_options(replica_url, replica_options, lazy_begin)
-            engine = create_engine(resolved, **replica_options)
-            configure_engine(engine, replica_options, sqlite_transaction_mode, lazy)
-            self.replica_engines += (engine,)
+        self.replica_engines: tuple[Engine, ...] = tuple(
+            build_engine(url, engine_options, sqlite_transaction_mode, lazy_begin, create_engine)[2]
+            for url in replica_urls
+        )
         self.replica_lag_window: float = float(replica_lag_window)
         # One session factory per replica, bound to its engine (uow.unit_of_work._route).
         self._replica_factories: tuple[sessionmaker[Session], ...] = tuple(
@@ -261,6 +259,25 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+
+def build_engine(
+    url: str | URL,
+    engine_options: Mapping[str, Any] | None,
+    sqlite_transaction_mode: TransactionMode,
+    lazy_begin: bool,
+    create: Callable[..., E],
+) -> tuple[URL, bool, E]:
+    """An engine with the set-up every engine of a Database gets, primary or replica, made by
+    `create` (`create_engine`, or `create_async_engine` for an AsyncDatabase): its resolved URL,
+    whether BEGIN is lazy on it, and the engine. `engine_options` is copied, never mutated."""
+    options = dict(engine_options or {})
+    resolved, lazy = _engine_options(url, options, lazy_begin)
+    engine = create(resolved, **options)
+    made: Any = engine
+    sync_engine: Engine = getattr(made, "sync_engine", made)  # an AsyncEngine's, or the Engine
+    configure_engine(sync_engine, options, sqlite_transaction_mode, lazy)
+    return resolved, lazy, engine
 
 
 def _engine_options(url: str | URL, options: dict[str, Any], lazy_begin: bool) -> tuple[URL, bool]:

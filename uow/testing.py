@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 
 from uow._memory import AsyncInMemoryDatabase, InMemoryDatabase, InMemorySQLError
-from uow.unit_of_work import _captured, log_callback_failure, run_callback
+from uow.async_unit_of_work import run_callbacks
+from uow.unit_of_work import _captured, run_callback
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -182,16 +183,7 @@ class OnCommitCapture:
     ) -> None:
         try:
             if exc_type is None and self.execute:
-                for callback, robust in _pending(self._captured):
-                    result = run_callback(callback, robust)
-                    if not inspect.isawaitable(result):
-                        continue
-                    try:
-                        await result
-                    except Exception:
-                        if not robust:
-                            raise
-                        log_callback_failure(callback)
+                await run_callbacks(_pending(self._captured))
         finally:
             self._stop()
 

@@ -160,11 +160,8 @@ class UnitOfWorkBase:
             _leave_savepoint(frame, outer[-1], failed)
             return []
         committed = False
-        wrote = _wrote(self.database, frame.session)
         try:
-            committed = _leave_transaction(frame, failed)
-            if committed and wrote:
-                self.database._last_write.set(time.monotonic())
+            committed = _leave_transaction(self.database, frame, failed)
         finally:
             self._scoped()._remove_now()
             frame.session._retire()
@@ -181,11 +178,8 @@ class UnitOfWorkBase:
             )
         frame = frames[0]
         callbacks, frame.callbacks = frame.callbacks, []
-        wrote = _wrote(self.database, frame.session)
         try:
-            _commit(frame.session)
-            if wrote:
-                self.database._last_write.set(time.monotonic())
+            _commit_noting_writes(self.database, frame.session)
         except BaseException:
             # A failed COMMIT (a deferred constraint, say) leaves SQLAlchemy's transaction
             # half-finished: roll it back and begin again, so the block stays usable. The
@@ -534,7 +528,7 @@ def _is_closed(savepoint: SessionTransaction) -> bool:
     return bool(savepoint._transaction_is_closed())
 
 
-def _leave_transaction(frame: _Frame, failed: bool) -> bool:
+def _leave_transaction(database: Any, frame: _Frame, failed: bool) -> bool:
     """Commit or roll back the outermost transaction; True when it committed."""
     session = frame.session
     if failed or frame.rollback_only:
@@ -546,11 +540,20 @@ def _leave_transaction(frame: _Frame, failed: bool) -> bool:
         session.rollback()
         return True
     try:
-        _commit(session)
+        _commit_noting_writes(database, session)
     except BaseException:
         _rollback(session.rollback, raise_errors=False)
         raise
     return True
+
+
+def _commit_noting_writes(database: Any, session: Session) -> None:
+    """Commit; for a database with replicas, note when this context last committed a write
+    (its read-only blocks stay on the primary for `replica_lag_window` after it)."""
+    wrote = _wrote(database, session)
+    _commit(session)
+    if wrote:
+        database._last_write.set(time.monotonic())
 
 
 def _commit(session: Session) -> None:
