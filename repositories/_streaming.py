@@ -21,24 +21,26 @@ its parent's rows may span two chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Column, ColumnElement, Table, inspect
+from sqlalchemy import Column, ColumnElement, Table, bindparam, inspect, select
 from sqlalchemy.orm import ColumnProperty, RelationshipProperty, Session, SynonymProperty
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.context import QueryContext
 from sqlalchemy.orm.instrumentation import ClassManager
+from sqlalchemy.orm.loading import _load_on_pk_identity
 from sqlalchemy.orm.state import InstanceState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from sqlalchemy import Connection, CursorResult, Select
     from sqlalchemy.orm import Mapper
 
-__all__ = ["stream"]
+__all__ = ["plain_loader", "stream"]
 
 # The relationship strategies whose loading is done by the class-level lazy loader: the ORM
 # does nothing for them per row.
@@ -46,6 +48,11 @@ _LAZY_STRATEGIES = frozenset({True, "select", "raise", "raise_on_sql"})
 _STATE_ATTR = ClassManager.STATE_ATTR  # where an instance keeps its InstanceState
 # A ColumnProperty loaded by the default column loader (not deferred, not raiseload).
 _PLAIN_COLUMN = (("deferred", False), ("instrument", True))
+# What Session.get passes its loader for a plain get: the default load options, and none of
+# these (populate_existing changes the load options; a session's own execution options are
+# passed as execution_options).
+_DEFAULT_LOAD_OPTIONS = QueryContext.default_load_options
+_GET_OPTIONS = ("identity_token", "execution_options", "bind_arguments")
 
 
 def stream(
@@ -97,6 +104,15 @@ def _plain_session(session: Session) -> bool:
     return not (dispatch.do_orm_execute or dispatch.loaded_as_persistent)
 
 
+def plain_loader(session: Session, model: type[Any]) -> _Loader | None:
+    """The loader for one row of `model` read on `session` (`first()`, `get()`), or None where
+    the ORM's loader must run: the cases `stream()` leaves to it, and a session with execution
+    options of its own (which the ORM applies to every statement)."""
+    if not _plain_session(session) or session.execution_options:
+        return None
+    return _loader_for(inspect(model))
+
+
 def _orm_stream(session: Session, statement: Select[Any], chunk_size: int) -> Iterator[Any]:
     yield from session.scalars(statement.execution_options(yield_per=chunk_size))
 
@@ -109,6 +125,12 @@ class _Loader:
     identity_class: type[Any]
     primary_key: Callable[[Any], tuple[Any, ...]]
     fill: Callable[[dict[str, Any], Any], None]
+    # `SELECT <columns> WHERE <primary key> = :pk_1 AND ...`, for get().
+    by_key: Select[Any]
+    # The column-only form of each statement first() ran (kept statements of repositories.query).
+    column_forms: WeakKeyDictionary[Select[Any], Select[Any]] = field(
+        default_factory=WeakKeyDictionary
+    )
 
     def stream(self, session: Session, statement: Select[Any], chunk_size: int) -> Iterator[Any]:
         connection, result = self.execute(session, statement, chunk_size)
@@ -155,6 +177,64 @@ class _Loader:
         connection = session.connection(bind_arguments=bind_arguments)
         # yield_per: a server-side cursor on PostgreSQL, fetchmany() on SQLite.
         return connection, connection.execute(rows, execution_options={"yield_per": chunk_size})
+
+    def first(self, session: Session, statement: Select[Any], params: Mapping[str, Any]) -> Any:
+        """The object of the first row of `statement` (a kept `select(model)`), or None: what
+        `session.scalars(statement, params).first()` returns."""
+        rows = self.column_forms.get(statement)
+        if rows is None:
+            rows = self.column_forms[statement] = statement.with_only_columns(*self.columns)
+        row = self.execute_one(session, rows, params).first()
+        return None if row is None else self.instance(session, row)
+
+    def get(
+        self,
+        session: Session,
+        statement: Any,
+        primary_key_identity: Any,
+        **options: Any,
+    ) -> Any:
+        """A `db_load_fn` for `Session._get_impl` (the SELECT of `Session.get` once the identity
+        map had nothing): the plain path for a plain get, the ORM's for anything else."""
+        if (
+            options.get("load_options") is not _DEFAULT_LOAD_OPTIONS
+            or any(options.get(name) for name in _GET_OPTIONS)
+            or statement._with_options
+            or None in primary_key_identity
+        ):
+            return _load_on_pk_identity(session, statement, primary_key_identity, **options)
+        params = {f"pk_{index}": value for index, value in enumerate(primary_key_identity)}
+        row = self.execute_one(session, self.by_key, params).one_or_none()
+        return None if row is None else self.instance(session, row)
+
+    def execute_one(
+        self, session: Session, rows: Select[Any], params: Mapping[str, Any]
+    ) -> CursorResult[Any]:
+        """Run `rows` as `session.execute()` runs a statement for objects: autoflush first, on
+        the connection the session binds the mapper to."""
+        session._autoflush()
+        connection = session.connection(bind_arguments={"mapper": self.mapper, "clause": rows})
+        return connection.execute(rows, params)
+
+    def instance(self, session: Session, row: Any) -> Any:
+        """The object of `row`: the one the identity map holds (its unloaded columns loaded from
+        the row), or a new one entered there, as `stream()` makes them."""
+        key = (self.identity_class, self.primary_key(row), None)
+        identity_map: Any = session.identity_map
+        instance = identity_map.get(key)
+        if instance is not None:
+            self.load_unloaded(instance, row)
+            return instance
+        cls: Any = self.mapper.class_
+        instance = cls.__new__(cls)
+        state = InstanceState(instance, self.mapper.class_manager)
+        values = instance.__dict__
+        values[_STATE_ATTR] = state
+        self.fill(values, row)
+        state.key = key
+        state.session_id = session.hash_key
+        identity_map._add_unpresent(state, key)
+        return instance
 
     def load_unloaded(self, instance: Any, row: Any) -> None:
         """Fill in the columns an object already in the session has not loaded (expired by a
@@ -234,7 +314,10 @@ def _build(mapper: Mapper[Any]) -> _Loader:
     )
     keys = tuple(prop.key for prop in props)
     identity_class = mapper.identity_key_from_primary_key((None,) * len(positions))[0]
-    return _Loader(mapper, keys, columns, identity_class, primary_key, _filler(keys))
+    by_key = select(*columns).where(
+        *(column == bindparam(f"pk_{index}") for index, column in enumerate(mapper.primary_key))
+    )
+    return _Loader(mapper, keys, columns, identity_class, primary_key, _filler(keys), by_key)
 
 
 def _filler(keys: Sequence[str]) -> Callable[[dict[str, Any], Any], None]:

@@ -26,7 +26,7 @@ from repositories._checks import check_positive_int
 from repositories._dialects import BIGINT_MAX, dialect_name
 from repositories._eager import check_options, check_paths, loader_options
 from repositories._fields import check_columns, check_fields
-from repositories._streaming import stream
+from repositories._streaming import plain_loader, stream
 from repositories.errors import DoesNotExist, FieldError, MultipleObjectsReturned
 from repositories.lookups import EmptyResult, build_conditions, template_conditions
 from repositories.schemas import DEFAULT_MAX_PER_PAGE, Page
@@ -453,7 +453,14 @@ class Query(Generic[ModelT]):
                 statement = statement.limit(1)
             return statement
 
-        return self._rows(self._kept("first", build)).first()
+        statement = self._kept("first", build)
+        if self._cacheable and not (self._loads or self._for_update):
+            # A plain model's row read into an object directly (see repositories._streaming).
+            loader = plain_loader(self._session, self._model)
+            if loader is not None:
+                found: ModelT | None = loader.first(self._session, statement, self._params)
+                return found
+        return self._rows(statement).first()
 
     def one(self) -> ModelT:
         """Exactly one matching object (Django's `get`).

@@ -19,6 +19,7 @@ from repositories._integrity import (
     is_unique_violation,
 )
 from repositories._links import detach, expire_collections, fill_foreign_keys
+from repositories._streaming import plain_loader
 from repositories._unique import unique_column
 from repositories._upsert import upsert_of
 from repositories.errors import DoesNotExist, MultipleObjectsReturned
@@ -121,7 +122,13 @@ class Repository(Generic[ModelT]):
         """
         if not check_key(self.model, pk, self._dialect):
             return None
-        return self.session.get(self.model, pk)
+        loader = plain_loader(self.session, self.model)
+        if loader is None:
+            return self.session.get(self.model, pk)
+        # Session.get's own steps (the key's shape checked, the identity map first), with the
+        # SELECT of a plain model read into an object directly (see repositories._streaming).
+        found: ModelT | None = self.session._get_impl(self.model, pk, loader.get)
+        return found
 
     def one(self, *expressions: Any, **lookups: Any) -> ModelT:
         """Exactly one object matching the lookups (Django's `get`).
