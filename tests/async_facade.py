@@ -351,8 +351,8 @@ def facade_unit_of_work(database: FacadeDatabase) -> Facade:
     return _facade(AsyncAppUnitOfWork(database.target))
 
 
-def facade_database(url: str) -> FacadeDatabase:
-    """An AsyncDatabase on `url`, as a facade."""
-    facade = _facade(AsyncDatabase(url))
+def facade_database(url: str, **options: Any) -> FacadeDatabase:
+    """An AsyncDatabase on `url` (built with `options`), as a facade."""
+    facade = _facade(AsyncDatabase(url, **options))
     assert isinstance(facade, FacadeDatabase)
     return facade

@@ -10,6 +10,13 @@ per async driver, through the sync facade of tests/async_facade.py: `[sqlite-syn
 `[postgresql-psycopg-async]`. A test of such a module marked `sync_only(reason)` keeps to the
 sync face (it uses threads, or the sync classes themselves); one marked
 `xfail_face("asyncpg", reason=...)` is a known failure on that face (a strict xfail).
+
+A both_faces module also marked `through_pgbouncer` runs on PostgreSQL through a PgBouncer in
+transaction pooling mode too (tests/pgbouncer_server.py), on every face: `[pgbouncer-sync]`,
+`[pgbouncer-asyncpg]`, `[pgbouncer-psycopg-async]`. There `backend` is "postgresql" and the
+Database is built with `transaction_pooling=True`. These items carry the `pgbouncer` mark
+(`-m "not pgbouncer"` leaves them out); a test that cannot run through a pooler (it reads the
+server's statement log, say) is marked `direct_only(reason)`.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ REQUIRE_POSTGRES = os.environ.get("UOW_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]
 # The stacks a `both_faces` test runs on: "<backend>-<face>", the face "sync" or an async driver.
 STACKS = [f"{backend}-{face}" for backend in BACKENDS for face in ("sync", *ASYNC_FACES[backend])]
+# The same through PgBouncer (transaction pooling), for a module marked `through_pgbouncer`.
+POOLED_STACKS = [f"pgbouncer-{face}" for face in ("sync", *ASYNC_FACES["postgresql"])]
 
 # The event loop an async-face test runs on (set by `db`, used by pytest_pyfunc_call).
 BRIDGE = pytest.StashKey[Bridge]()
@@ -63,6 +72,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "xfail_face(*faces, reason): a known failure on these faces (xfail, strict), e.g. "
         '@pytest.mark.xfail_face("asyncpg", reason="...")',
     )
+    config.addinivalue_line(
+        "markers",
+        "through_pgbouncer: in a both_faces module, run the PostgreSQL tests through PgBouncer "
+        "(transaction pooling) too",
+    )
+    config.addinivalue_line(
+        "markers", "pgbouncer: runs through PgBouncer (set on the items of through_pgbouncer)"
+    )
+    config.addinivalue_line(
+        "markers", "direct_only(reason): in a through_pgbouncer module, never through PgBouncer"
+    )
 
 
 def stack_face(item: pytest.Item) -> str:
@@ -72,9 +92,18 @@ def stack_face(item: pytest.Item) -> str:
     return stack.partition("-")[2] or "sync"
 
 
+def stack_pooled(item: pytest.Item) -> bool:
+    """Whether a test item runs through PgBouncer (a POOLED_STACKS stack)."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and str(callspec.params.get("backend", "")).startswith("pgbouncer")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Turn `xfail_face` marks into strict xfails on the items of the faces they name."""
+    """Turn `xfail_face` marks into strict xfails on the items of the faces they name; mark
+    the items that run through PgBouncer."""
     for item in items:
+        if stack_pooled(item):
+            item.add_marker(pytest.mark.pgbouncer)
         face = stack_face(item)
         for mark in item.iter_markers("xfail_face"):
             if face in mark.args:
@@ -97,7 +126,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     both = definition.get_closest_marker("both_faces") is not None
     if definition.get_closest_marker("sync_only") or inspect.iscoroutinefunction(metafunc.function):
         both = False  # an `async def` test is async already
-    metafunc.parametrize("backend", STACKS if both else BACKENDS, indirect=True)
+    stacks = STACKS if both else BACKENDS
+    if (
+        both
+        and definition.get_closest_marker("through_pgbouncer") is not None
+        and definition.get_closest_marker("direct_only") is None
+    ):
+        stacks = [*stacks, *POOLED_STACKS]
+    metafunc.parametrize("backend", stacks, indirect=True)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -140,16 +176,20 @@ def postgres_url() -> str:
     pytest.skip(reason)
 
 
-def make_database(backend: str, tmp_path: Path) -> Database:
+def make_database(backend: str, tmp_path: Path, pooled_url: str | None = None) -> Database:
     if backend == "sqlite":
         return Database(f"sqlite:///{tmp_path / 'test.db'}")
+    if pooled_url is not None:
+        return Database(pooled_url, transaction_pooling=True)
     return Database(postgres_url())
 
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """The database: "sqlite" or "postgresql" (parametrised by pytest_generate_tests)."""
-    return str(request.param).split("-", 1)[0]
+    """The database: "sqlite" or "postgresql" (parametrised by pytest_generate_tests; through
+    PgBouncer too, it is "postgresql")."""
+    backend = str(request.param).split("-", 1)[0]
+    return "postgresql" if backend == "pgbouncer" else backend
 
 
 @pytest.fixture
@@ -160,9 +200,10 @@ def face(request: pytest.FixtureRequest) -> str:
 
 
 @contextmanager
-def fresh_database(backend: str, path: Path) -> Iterator[Database]:
-    """A Database with the test tables created empty; dropped and disposed afterwards."""
-    database = make_database(backend, path)
+def fresh_database(backend: str, path: Path, pooled_url: str | None = None) -> Iterator[Database]:
+    """A Database with the test tables created empty; dropped and disposed afterwards (through
+    the PgBouncer at `pooled_url`, if given)."""
+    database = make_database(backend, path, pooled_url)
     if backend == "postgresql":
         reset_postgres(database)
     database.create_all(Base.metadata)
@@ -186,13 +227,14 @@ def db(
     """A fresh Database per test, on each backend; on an async face, the sync facade of an
     AsyncDatabase over the same database, whose test body runs on its own event loop (and
     whose `UnitOfWork(db)` builds an AsyncUnitOfWork's facade)."""
-    with fresh_database(backend, tmp_path) as database:
+    pooled_url = request.getfixturevalue("pgbouncer_url") if stack_pooled(request.node) else None
+    with fresh_database(backend, tmp_path, pooled_url) as database:
         if face == "sync":
             yield database
             return
         bridge = Bridge()
         url = async_url(database.url.render_as_string(hide_password=False), face)
-        facade = facade_database(url)
+        facade = facade_database(url, transaction_pooling=pooled_url is not None)
         request.node.stash[BRIDGE] = bridge
         for name, construct in sync_constructors(vars(request.module)).items():
             monkeypatch.setattr(request.module, name, construct)
@@ -230,4 +272,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.redis_server import running_redis
 
     with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url() -> Iterator[str]:
+    """The URL of a throwaway PgBouncer (transaction pooling) in front of the test PostgreSQL,
+    started once per test run (see tests/pgbouncer_server)."""
+    from tests.pgbouncer_server import running_pgbouncer
+
+    with running_pgbouncer(postgres_url()) as url:
         yield url

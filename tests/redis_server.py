@@ -7,9 +7,6 @@ installs). Without it the tests that need Redis skip with a reason, unless UOW_R
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import time
 from contextlib import contextmanager
@@ -18,36 +15,25 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
+from tests.servers import free_port, server_binary
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-REQUIRE_REDIS = os.environ.get("UOW_REQUIRE_REDIS") == "1"
 STARTUP_TIMEOUT = 20.0
 
 
 def redis_server_binary() -> str:
-    """The redis-server executable, or skip (fail when required) if there is none."""
-    binary = shutil.which("redis-server")
-    if binary:
-        return binary
-    reason = "no redis-server on PATH (Debian: apt-get install redis-server)"
-    if REQUIRE_REDIS:
-        pytest.fail(f"UOW_REQUIRE_REDIS=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """The redis-server executable, or skip (fail when UOW_REQUIRE_REDIS=1) if there is none."""
+    return server_binary("redis-server", "redis-server", "UOW_REQUIRE_REDIS")
 
 
 @contextmanager
 def running_redis(directory: Path) -> Iterator[str]:
     """Start redis-server on a free loopback port; yield its URL; stop it."""
     binary = redis_server_binary()
-    port = _free_port()
+    port = free_port()
     command = [
         binary,
         "--bind", "127.0.0.1",

@@ -58,6 +58,9 @@ class AsyncDatabase:
         replicas: as for [`Database`][uow.Database], with async drivers: `async with
             uow.read_only():` reads from one of them.
         replica_lag_window: as for [`Database`][uow.Database].
+        transaction_pooling: as for [`Database`][uow.Database]: the database is reached
+            through a pooler in transaction pooling mode (PgBouncer's `pool_mode =
+            transaction`); with asyncpg, BEGIN is then eager.
 
     Raises:
         ImportError: the URL's driver is not installed; the message names the extra to
@@ -83,6 +86,7 @@ class AsyncDatabase:
         lazy_begin: bool = True,
         replicas: Sequence[str | URL] = (),
         replica_lag_window: float = 2.0,
+        transaction_pooling: bool = False,
     ) -> None:
         replica_urls = _check_replicas(replicas, replica_lag_window)
         # What it was built with, before the set-up's own options (for uow.migrations' engine).
@@ -92,9 +96,10 @@ class AsyncDatabase:
         self.url: URL
         self.lazy_begin: bool
         self.engine: AsyncEngine
+        self.transaction_pooling: bool = bool(transaction_pooling)
         self.url, self.lazy_begin, self.engine = build_engine(
             _async_url(url, options), options, sqlite_transaction_mode, lazy_begin,
-            create_async_engine,
+            create_async_engine, self.transaction_pooling,
         )  # fmt: skip
 
         factory_options: dict[str, Any] = {"expire_on_commit": False}
@@ -105,7 +110,7 @@ class AsyncDatabase:
         self.replica_engines: tuple[AsyncEngine, ...] = tuple(
             build_engine(
                 _async_url(url, options), options, sqlite_transaction_mode, lazy_begin,
-                create_async_engine,
+                create_async_engine, self.transaction_pooling,
             )[2]
             for url in replica_urls
         )  # fmt: skip

@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
 from repositories._dialects import SQLITE_BUSY_TIMEOUT
-from uow import _begin, _fork, _liveness, _sqlite, _transactions
+from uow import _begin, _fork, _liveness, _pooling, _sqlite, _transactions
 from uow._fork import ProcessLocal
 from uow._scoped import ScopedSession
 from uow._urls import resolve_url
@@ -87,9 +87,18 @@ class Database:
         replica_lag_window: seconds after a context committed a write during which its
             read-only blocks stay on the primary (they would not see the write on a replica
             that has not replayed it yet). 2 by default.
+        transaction_pooling: the database is reached through a connection pooler in
+            transaction pooling mode (PgBouncer's `pool_mode = transaction`, or a pooler like
+            it), which may hand each transaction, and each statement outside one, another
+            server connection. The driver then prepares no statement a later one relies on:
+            psycopg 3 gets `prepare_threshold=None`; asyncpg gets its statement caches turned
+            off, a unique name per prepared statement, and eager BEGIN (it prepares and runs a
+            statement in two exchanges, which must share a transaction). Values of your own in
+            `engine_options["connect_args"]` win. PostgreSQL only: `ValueError` on SQLite.
 
     Raises:
         TypeError: `replicas` is not a list or tuple of URLs.
+        ValueError: `transaction_pooling=True` for a database other than PostgreSQL.
         ImportError: the URL's driver is not installed; the message says what to
             `pip install` (for PostgreSQL, `"uow-repositories[postgres]"`) and never shows the
             URL. It is a [`UowError`][uow.errors.UowError] too.
@@ -113,14 +122,17 @@ class Database:
         lazy_begin: bool = True,
         replicas: Sequence[str | URL] = (),
         replica_lag_window: float = 2.0,
+        transaction_pooling: bool = False,
     ) -> None:
         replica_urls = _check_replicas(replicas, replica_lag_window)
         self.url: URL
         self.lazy_begin: bool
         self.engine: Engine
+        self.transaction_pooling: bool = bool(transaction_pooling)
         self.url, self.lazy_begin, self.engine = build_engine(
-            url, engine_options, sqlite_transaction_mode, lazy_begin, create_engine
-        )
+            url, engine_options, sqlite_transaction_mode, lazy_begin, create_engine,
+            self.transaction_pooling,
+        )  # fmt: skip
 
         factory_options: dict[str, Any] = {"expire_on_commit": False}
         factory_options.update(session_options or {})
@@ -128,7 +140,14 @@ class Database:
             bind=self.engine, class_=Session, **factory_options
         )
         self.replica_engines: tuple[Engine, ...] = tuple(
-            build_engine(url, engine_options, sqlite_transaction_mode, lazy_begin, create_engine)[2]
+            build_engine(
+                url,
+                engine_options,
+                sqlite_transaction_mode,
+                lazy_begin,
+                create_engine,
+                self.transaction_pooling,
+            )[2]
             for url in replica_urls
         )
         self.replica_lag_window: float = float(replica_lag_window)
@@ -267,12 +286,13 @@ def build_engine(
     sqlite_transaction_mode: TransactionMode,
     lazy_begin: bool,
     create: Callable[..., E],
+    transaction_pooling: bool = False,
 ) -> tuple[URL, bool, E]:
     """An engine with the set-up every engine of a Database gets, primary or replica, made by
     `create` (`create_engine`, or `create_async_engine` for an AsyncDatabase): its resolved URL,
     whether BEGIN is lazy on it, and the engine. `engine_options` is copied, never mutated."""
     options = dict(engine_options or {})
-    resolved, lazy = _engine_options(url, options, lazy_begin)
+    resolved, lazy = _engine_options(url, options, lazy_begin, transaction_pooling)
     engine = create(resolved, **options)
     made: Any = engine
     sync_engine: Engine = getattr(made, "sync_engine", made)  # an AsyncEngine's, or the Engine
@@ -280,11 +300,15 @@ def build_engine(
     return resolved, lazy, engine
 
 
-def _engine_options(url: str | URL, options: dict[str, Any], lazy_begin: bool) -> tuple[URL, bool]:
+def _engine_options(
+    url: str | URL, options: dict[str, Any], lazy_begin: bool, transaction_pooling: bool = False
+) -> tuple[URL, bool]:
     """Resolve `url` and complete `options` (in place) for `create_engine` or
     `create_async_engine`; returns the URL and whether BEGIN is lazy."""
     # A caller who hands create_engine a DBAPI module of their own needs no installed driver.
     resolved = resolve_url(url, check_driver="module" not in options)
+    if transaction_pooling and not _pooling.configure(resolved, options):
+        lazy_begin = False
     lazy = lazy_begin and _begin.supports_lazy_begin(resolved, options)
     is_sqlite = resolved.get_backend_name() == "sqlite"
     if lazy and not is_sqlite:

@@ -137,6 +137,9 @@ class DatabaseSettings(BaseSettings):
             by default. See `replicas` of [`Database`][uow.Database].
         replica_lag_window: seconds a context's read-only blocks stay on the primary after it
             committed a write (`DATABASE_REPLICA_LAG_WINDOW`, 2 by default).
+        transaction_pooling: the database is reached through a pooler in transaction
+            pooling mode, such as PgBouncer (`DATABASE_TRANSACTION_POOLING`, off by default);
+            see `transaction_pooling` of [`Database`][uow.Database].
 
     Raises:
         SettingsError: a value is invalid; the message names the environment variable.
@@ -178,6 +181,7 @@ class DatabaseSettings(BaseSettings):
     lazy_begin: bool = True
     replica_urls: Annotated[tuple[DatabaseURL, ...], NoDecode] = ()
     replica_lag_window: float = Field(default=2.0, ge=0)
+    transaction_pooling: bool = False
 
     def __init__(self, **values: Any) -> None:
         known = set(type(self).model_fields) | _source_arguments()
@@ -300,6 +304,7 @@ class DatabaseSettings(BaseSettings):
             "lazy_begin": self.lazy_begin,
             "replicas": [url.render_as_string(hide_password=False) for url in self.replica_urls],
             "replica_lag_window": self.replica_lag_window,
+            "transaction_pooling": self.transaction_pooling,
         }
 
     def _async_url(self) -> str:

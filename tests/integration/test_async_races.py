@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from repositories import AsyncRepository
 from tests.integration.helpers import race_in_processes, rotated
-from tests.integration.test_races import KEYS, METHODS, WORKERS, _row_counts
+from tests.integration.test_races import KEYS, METHODS, THROUGH_PGBOUNCER, WORKERS, _row_counts
 from tests.models import User
 from uow import AsyncDatabase, AsyncUnitOfWork, Database
 
@@ -65,14 +65,16 @@ def _process_main(adb: AsyncDatabase, method: str, worker: int, barrier: Any, re
     results.put(errors)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgresql", THROUGH_PGBOUNCER], indirect=True)
 @pytest.mark.parametrize("driver", list(DRIVERS))
 @pytest.mark.parametrize("method", [*METHODS, "update_or_create"])
 def test_processes_of_racing_tasks_on_postgresql_leave_one_row_per_key_without_errors(
     db: Database, driver: str, method: str
 ) -> None:
     # Made in the parent, used in the children: nothing connects before the fork.
-    adb = AsyncDatabase(db.url.set(drivername=DRIVERS[driver]))
+    adb = AsyncDatabase(
+        db.url.set(drivername=DRIVERS[driver]), transaction_pooling=db.transaction_pooling
+    )
 
     errors = race_in_processes(_process_main, (adb, method), WORKERS)
 

@@ -20,7 +20,7 @@ from tests.models import AppUnitOfWork, Membership, Post, User
 from uow import Database
 from uow.testing import count_statements
 
-pytestmark = pytest.mark.both_faces
+pytestmark = [pytest.mark.both_faces, pytest.mark.through_pgbouncer]
 
 MiB = 1024 * 1024
 

@@ -19,7 +19,7 @@ from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
 
-pytestmark = pytest.mark.both_faces
+pytestmark = [pytest.mark.both_faces, pytest.mark.through_pgbouncer]
 
 
 class UserPatch(BaseModel):

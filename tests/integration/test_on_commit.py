@@ -11,7 +11,7 @@ from tests.integration.helpers import Boom, add_user, committed_emails
 from tests.models import AppUnitOfWork
 from uow import Database
 
-pytestmark = pytest.mark.both_faces
+pytestmark = [pytest.mark.both_faces, pytest.mark.through_pgbouncer]
 
 
 def test_on_commit_callbacks_run_in_order_after_the_outermost_commit(

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow  # real processes racing or working
 WORKERS = 8
 KEYS = [f"user{n:03d}@example.com" for n in range(150)]
 METHODS = ["first_or_create", "create_or_first", "get_or_create"]
+# The same race through PgBouncer in transaction pooling mode (tests/pgbouncer_server.py).
+THROUGH_PGBOUNCER = pytest.param("pgbouncer-sync", id="pgbouncer")
 
 
 def _rotated(worker: int) -> list[str]:
@@ -66,7 +68,7 @@ def _race_in_processes(db: Database, target: Callable[..., None], method: str = 
     return race_in_processes(target, (db, method), WORKERS)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgresql", THROUGH_PGBOUNCER], indirect=True)
 @pytest.mark.parametrize("method", METHODS)
 def test_processes_racing_on_postgresql_create_each_row_once_without_errors(
     db: Database, method: str
@@ -115,7 +117,7 @@ def _update_or_create_each_key(
     results.put(errors)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("backend", ["postgresql", THROUGH_PGBOUNCER], indirect=True)
 def test_processes_racing_update_or_create_on_postgresql_leave_one_row_per_key(
     db: Database,
 ) -> None:

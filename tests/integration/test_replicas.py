@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -28,6 +27,7 @@ from repositories._connection import BEGUN, LAZY
 from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
 from tests.conftest import REQUIRE_POSTGRES, postgres_url
+from tests.servers import free_port
 from uow import AsyncDatabase, AsyncUnitOfWork, Database, UnitOfWork
 from uow.errors import SettingsError, UnitOfWorkError
 from uow.settings import DatabaseSettings
@@ -71,13 +71,6 @@ def _as_owner(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Replica:
     def __init__(self, url: str, pg_ctl: str, datadir: str) -> None:
         self.url = url
@@ -118,7 +111,7 @@ def replica() -> Iterator[Replica]:
     if os.getuid() == 0:
         shutil.chown(root, "postgres")
     datadir = f"{root}/data"
-    port = _free_port()
+    port = free_port()
     replica_url = url.set(port=port).render_as_string(hide_password=False)
     replica = Replica(replica_url, pg_ctl, datadir)
     primary = Database(primary_url)
@@ -303,7 +296,7 @@ def test_a_read_only_block_commits_nothing_and_leaves_no_window(db: Database) ->
 
 
 def test_an_unreachable_replica_falls_back_to_the_primary(replica: Replica) -> None:
-    dead = make_url(replica.url).set(port=_free_port()).render_as_string(False)
+    dead = make_url(replica.url).set(port=free_port()).render_as_string(False)
     db = Database(postgres_url(), replicas=[dead])
     uow = Uow(db)
     try:

@@ -22,7 +22,7 @@ from tests.models import AppUnitOfWork, Membership, Post, User, UserRepository
 from uow import Database, Session
 from uow.testing import count_statements
 
-pytestmark = pytest.mark.both_faces
+pytestmark = [pytest.mark.both_faces, pytest.mark.through_pgbouncer]
 
 
 class UserIn(BaseModel):

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "lazy_begin": True,
     "replica_urls": (),
     "replica_lag_window": 2.0,
+    "transaction_pooling": False,
 }
 
 # Bad URLs that carry a password. Each is checked to be rejected by make_url itself.
@@ -110,6 +111,7 @@ def test_with_no_variables_the_url_is_the_sqlite_file_app_db() -> None:
         ("lazy_begin", "false", False),
         ("replica_urls", "sqlite:///r.db", ("sqlite:///r.db",)),
         ("replica_lag_window", "0.5", 0.5),
+        ("transaction_pooling", "true", True),
     ],
 )
 def test_each_field_is_read_from_its_database_variable_and_nothing_else_changes(

@@ -17,7 +17,7 @@ from tests.models import AppUnitOfWork, Post, User, UserRepository
 from uow import Database, UnitOfWork, UnitOfWorkError
 from uow.testing import count_statements
 
-pytestmark = pytest.mark.both_faces
+pytestmark = [pytest.mark.both_faces, pytest.mark.through_pgbouncer]
 
 # -- the outermost block ----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from tests.server_log import (
 from uow import Database, UnitOfWork
 from uow.testing import count_statements
 
-pytestmark = pytest.mark.both_faces
+pytestmark = [pytest.mark.both_faces, pytest.mark.through_pgbouncer]
 
 BY_EMAIL: dict[str, Any] = {"unique_fields": ["email"], "update_fields": ["name"]}
 

@@ -366,6 +366,7 @@ async def _run_async(database: AsyncDatabase, function: Callable[[Connection], _
         engine_options={**options, "poolclass": NullPool},
         sqlite_transaction_mode=database._sqlite_transaction_mode,
         lazy_begin=database.lazy_begin,
+        transaction_pooling=database.transaction_pooling,
     )
     try:
         async with own.engine.connect() as connection:
