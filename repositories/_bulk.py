@@ -8,6 +8,7 @@ from __future__ import annotations
 from itertools import groupby
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel
 from sqlalchemy import insert as generic_insert
@@ -18,6 +19,7 @@ from repositories._connection import protected_write
 from repositories._copy import copy_columns, copy_run
 from repositories._fields import check_columns, fields_of
 from repositories._links import Link, links_of
+from repositories._streaming import plain_inserter
 from repositories._upsert import SendOrder, on_conflict_do_update
 
 if TYPE_CHECKING:
@@ -154,6 +156,23 @@ def _forget(session: Session, objects: list[Any], held: set[Any]) -> None:
 def _insert_statement(
     model: type[Any], dialect: str, ignore_conflicts: bool, upsert: Upsert | None
 ) -> Any:
+    if upsert is not None:
+        return _new_insert_statement(model, dialect, ignore_conflicts, upsert)
+    # Kept per model: SQLAlchemy then computes a kept statement's cache key once, not per call.
+    kept = _inserts.setdefault(model, {})
+    statement = kept.get((dialect, ignore_conflicts))
+    if statement is None:
+        statement = _new_insert_statement(model, dialect, ignore_conflicts, None)
+        kept[dialect, ignore_conflicts] = statement
+    return statement
+
+
+_inserts: WeakKeyDictionary[type[Any], dict[tuple[str, bool], Any]] = WeakKeyDictionary()
+
+
+def _new_insert_statement(
+    model: type[Any], dialect: str, ignore_conflicts: bool, upsert: Upsert | None
+) -> Any:
     if not ignore_conflicts and upsert is None:
         return generic_insert(model)
     insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
@@ -219,8 +238,14 @@ def _insert_batches(
     dialect = session.get_bind(mapper=inspect(model)).dialect
     returning = dialect.insert_executemany_returning_sort_by_parameter_order
     ascending = _ascending_key(model, rows) if dialect.name == "sqlite" else None
+    loader = plain_inserter(session, model) if returning else None
     for batch in chunks(rows, batch_size or len(rows)):
-        if returning and ascending:
+        if loader is not None and len(batch) == 1:
+            # One row (first_or_create's miss, say): a Core INSERT ... RETURNING its columns,
+            # the row read into an object directly (see repositories._streaming), as the ORM
+            # would have read it. No row comes back for a conflict ignored.
+            yield loader.insert_one(session, statement, batch[0])
+        elif returning and ascending:
             # SQLAlchemy sends SQLite one INSERT per row when asked for RETURNING in parameter
             # order. Unordered, it sends multi-row INSERTs; SQLite gives the rows of one INSERT
             # ascending integer keys in VALUES order (batches run in order), so sorting by the

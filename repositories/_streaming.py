@@ -1,4 +1,5 @@
-"""`Query.iterator()`'s loader: the ORM's own steps for a new row, without its per-row generality.
+"""The plain-row loader of `Query.iterator()`, `Query.first()`, `Repository.get()` and one-row
+inserts: the ORM's own steps for a new row, without its per-row generality.
 
 For each row SQLAlchemy's loader runs a general machine (eager loaders, polymorphic dispatch,
 deferred columns, load events, `populate_existing`), about 5 µs a row: Django's
@@ -9,6 +10,10 @@ values in `__dict__`, its identity key, entered in the session's identity map (a
 on the session's connection, and returns the object already in the identity map where there
 is one, loading its unloaded columns from the row as the ORM does. The objects are ordinary
 persistent objects of the session: changes to them are flushed, lazy relationships load.
+
+The same loader reads the single row of `first()` and `get()` (`Session.get`'s identity-map
+lookup still comes first), and the row a one-row `INSERT ... RETURNING` sends back
+(`first_or_create`'s miss), whose parameters it writes as the ORM's bulk INSERT would.
 
 Every other case goes through the ORM: a query with loader options (`select_related`,
 `prefetch_related`, `options`), a model with inheritance, a column that is not a plain column of
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, CursorResult, Select
     from sqlalchemy.orm import Mapper
 
-__all__ = ["plain_loader", "stream"]
+__all__ = ["plain_inserter", "plain_loader", "stream"]
 
 # The relationship strategies whose loading is done by the class-level lazy loader: the ORM
 # does nothing for them per row.
@@ -113,6 +118,16 @@ def plain_loader(session: Session, model: type[Any]) -> _Loader | None:
     return _loader_for(inspect(model))
 
 
+def plain_inserter(session: Session, model: type[Any]) -> _Loader | None:
+    """The loader for the row of a one-row INSERT of `model` (`_Loader.insert_one`), or None
+    where the ORM must insert it: `plain_loader`'s cases, and a model with a version counter
+    (the ORM sets its first value)."""
+    loader = plain_loader(session, model)
+    if loader is None or loader.mapper.version_id_col is not None:
+        return None
+    return loader
+
+
 def _orm_stream(session: Session, statement: Select[Any], chunk_size: int) -> Iterator[Any]:
     yield from session.scalars(statement.execution_options(yield_per=chunk_size))
 
@@ -127,10 +142,11 @@ class _Loader:
     fill: Callable[[dict[str, Any], Any], None]
     # `SELECT <columns> WHERE <primary key> = :pk_1 AND ...`, for get().
     by_key: Select[Any]
-    # The column-only form of each statement first() ran (kept statements of repositories.query).
-    column_forms: WeakKeyDictionary[Select[Any], Select[Any]] = field(
-        default_factory=WeakKeyDictionary
-    )
+    # Attribute name -> (column key, whether the column's type stores None), for insert_one().
+    insert_keys: dict[str, tuple[str, bool]]
+    # The column-only form of each kept statement first() ran (repositories.query), and the
+    # RETURNING form of each kept INSERT insert_one() ran (repositories._bulk).
+    column_forms: WeakKeyDictionary[Any, Any] = field(default_factory=WeakKeyDictionary)
 
     def stream(self, session: Session, statement: Select[Any], chunk_size: int) -> Iterator[Any]:
         connection, result = self.execute(session, statement, chunk_size)
@@ -186,6 +202,23 @@ class _Loader:
             rows = self.column_forms[statement] = statement.with_only_columns(*self.columns)
         row = self.execute_one(session, rows, params).first()
         return None if row is None else self.instance(session, row)
+
+    def insert_one(self, session: Session, statement: Any, row: Mapping[str, Any]) -> list[Any]:
+        """Run `statement` (an INSERT of the model) for `row` (by attribute name) with RETURNING
+        the row's columns, as an ORM bulk INSERT of one row would: the new object in a list, or
+        none (a conflict ignored). As the ORM does, a None is left out of the INSERT (the
+        column's default applies), unless the column's type stores None as a value (JSON)."""
+        returning = self.column_forms.get(statement)
+        if returning is None:
+            returning = self.column_forms[statement] = statement.returning(*self.columns)
+        params = {}
+        for name, value in row.items():
+            column = self.insert_keys.get(name)
+            if column is not None and (value is not None or column[1]):
+                params[column[0]] = value
+        connection = session.connection(bind_arguments={"mapper": self.mapper})
+        inserted = connection.execute(returning, params).first()
+        return [] if inserted is None else [self.instance(session, inserted)]
 
     def get(
         self,
@@ -317,7 +350,13 @@ def _build(mapper: Mapper[Any]) -> _Loader:
     by_key = select(*columns).where(
         *(column == bindparam(f"pk_{index}") for index, column in enumerate(mapper.primary_key))
     )
-    return _Loader(mapper, keys, columns, identity_class, primary_key, _filler(keys), by_key)
+    insert_keys = {
+        prop.key: (column.key, bool(column.type.should_evaluate_none))
+        for prop, column in zip(props, columns, strict=True)
+    }
+    return _Loader(
+        mapper, keys, columns, identity_class, primary_key, _filler(keys), by_key, insert_keys
+    )
 
 
 def _filler(keys: Sequence[str]) -> Callable[[dict[str, Any], Any], None]:
