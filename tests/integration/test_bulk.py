@@ -596,6 +596,7 @@ def test_update_or_create_failing_to_update_leaves_the_outer_transaction_usable(
 
 
 @pytest.mark.slow
+@pytest.mark.direct_only("the memory bound is not the pooler's (test_streaming streams through it)")
 def test_iterator_streams_200k_rows_in_bounded_memory(db: Database, uow: AppUnitOfWork) -> None:
     total = 200_000
     with uow:
