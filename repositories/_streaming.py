@@ -58,6 +58,7 @@ _PLAIN_COLUMN = (("deferred", False), ("instrument", True))
 # passed as execution_options).
 _DEFAULT_LOAD_OPTIONS = QueryContext.default_load_options
 _GET_OPTIONS = ("identity_token", "execution_options", "bind_arguments")
+_SCALAR_KEYS = (int, str)
 
 
 def stream(
@@ -220,7 +221,21 @@ class _Loader:
         inserted = connection.execute(returning, params).first()
         return [] if inserted is None else [self.instance(session, inserted)]
 
-    def get(
+    def get(self, session: Session, pk: Any) -> Any:
+        """`session.get(model, pk)`, for a session `plain_loader` accepted.
+
+        An int or str key of a single-column primary key that the identity map does not hold
+        goes straight to the SELECT: `Session.get` would only check what `plain_loader`
+        checked (no populate_existing, no always_refresh) before it. Any other key goes
+        through `Session.get`'s own steps (`_get_impl`: its shape, the identity map, an
+        expired object), with `load` for its SELECT.
+        """
+        if type(pk) in _SCALAR_KEYS and len(self.mapper.primary_key) == 1:
+            if (self.identity_class, (pk,), None) not in session.identity_map:
+                return self.select_by_key(session, (pk,))
+        return session._get_impl(self.mapper.class_, pk, self.load)
+
+    def load(
         self,
         session: Session,
         statement: Any,
@@ -233,9 +248,15 @@ class _Loader:
             options.get("load_options") is not _DEFAULT_LOAD_OPTIONS
             or any(options.get(name) for name in _GET_OPTIONS)
             or statement._with_options
-            or None in primary_key_identity
         ):
             return _load_on_pk_identity(session, statement, primary_key_identity, **options)
+        return self.select_by_key(session, primary_key_identity)
+
+    def select_by_key(self, session: Session, primary_key_identity: Any) -> Any:
+        """SELECT the row with this primary key (a sequence in the mapper's key order)."""
+        if None in primary_key_identity:
+            # The ORM turns a None into IS NULL (and warns): its own path does that.
+            return _load_on_pk_identity(session, select(self.mapper), primary_key_identity)
         params = {f"pk_{index}": value for index, value in enumerate(primary_key_identity)}
         row = self.execute_one(session, self.by_key, params).one_or_none()
         return None if row is None else self.instance(session, row)

@@ -125,9 +125,9 @@ class Repository(Generic[ModelT]):
         loader = plain_loader(self.session, self.model)
         if loader is None:
             return self.session.get(self.model, pk)
-        # Session.get's own steps (the key's shape checked, the identity map first), with the
-        # SELECT of a plain model read into an object directly (see repositories._streaming).
-        found: ModelT | None = self.session._get_impl(self.model, pk, loader.get)
+        # Session.get's steps, with the SELECT of a plain model read into an object directly
+        # (see repositories._streaming).
+        found: ModelT | None = loader.get(self.session, pk)
         return found
 
     def one(self, *expressions: Any, **lookups: Any) -> ModelT:
