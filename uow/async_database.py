@@ -120,6 +120,8 @@ class AsyncDatabase:
             for engine in self.replica_engines
         )
         self._next_replica = itertools.count()
+        # When each replica, which did not answer, may be tried again (uow.unit_of_work).
+        self._replica_down_until: list[float] = [-inf] * len(self.replica_engines)
         number = next(_ids)
         self._last_write: ProcessLocal[float] = ProcessLocal(f"uow_last_write_{number}", -inf)
         self.s: AsyncScopedSession = AsyncScopedSession(self.Session, f"uow_session_{number}")

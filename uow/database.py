@@ -157,6 +157,8 @@ class Database:
             for engine in self.replica_engines
         )
         self._next_replica = itertools.count()
+        # When each replica, which did not answer, may be tried again (uow.unit_of_work).
+        self._replica_down_until: list[float] = [-inf] * len(self.replica_engines)
         number = next(_ids)
         # When this context last committed a write (time.monotonic()): its read-only blocks
         # stay on the primary for `replica_lag_window` seconds after it.

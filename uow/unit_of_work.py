@@ -313,10 +313,11 @@ class UnitOfWork(UnitOfWorkBase):
 
         As an outermost block over a Database built with `replicas=[...]`, its session is bound
         to a replica (the next one, round-robin; one that cannot be connected to is skipped,
-        and with none left the block uses the primary). Lazy BEGIN applies there as on the
-        primary. The block may not write: a flush of new, changed or deleted objects, an ORM
-        INSERT, UPDATE or DELETE and `FOR UPDATE` raise `UnitOfWorkError` before any SQL, and
-        a replica refuses any other write itself (PostgreSQL's "read-only transaction" error).
+        and left out for the next 5 seconds; with none left the block uses the primary). Lazy
+        BEGIN applies there as on the primary. The block may not write: a flush of new,
+        changed or deleted objects, an ORM INSERT, UPDATE or DELETE and `FOR UPDATE` raise
+        `UnitOfWorkError` before any SQL, and a replica refuses any other write itself
+        (PostgreSQL's "read-only transaction" error).
         The block commits nothing: it ends with a rollback (which lazy BEGIN makes send
         nothing), and its on_commit callbacks run then.
 
@@ -428,6 +429,8 @@ class _RepositoryAttribute:
 
 
 _READ_ONLY = "uow_read_only"
+# Seconds a replica that could not be connected to is left out of read_only()'s turns.
+REPLICA_RETRY_AFTER = 5.0
 
 
 def _route_to_replica(database: Any, scoped: Any) -> None:
@@ -444,13 +447,22 @@ def _route_to_replica(database: Any, scoped: Any) -> None:
         if not _retired(getattr(current, "sync_session", current)):
             return  # the context's session is in use (db.s), with whatever it did so far
         scoped._forget()
+    down_until = database._replica_down_until
     for _ in factories:
-        facade = factories[next(database._next_replica) % len(factories)]()
+        index = next(database._next_replica) % len(factories)
+        if down_until[index] > time.monotonic():
+            continue  # it did not answer a moment ago: no wait on it for every block
+        facade = factories[index]()
         session = getattr(facade, "sync_session", facade)
         try:
             session.connection()  # a pool checkout: no round trip on a healthy connection
         except (DBAPIError, OSError):
-            logger.warning("a read replica did not answer; trying the next", exc_info=True)
+            logger.warning(
+                "a read replica did not answer; leaving it out for %s s and trying the next",
+                REPLICA_RETRY_AFTER,
+                exc_info=True,
+            )
+            down_until[index] = time.monotonic() + REPLICA_RETRY_AFTER
             session.close()
             continue
         registry.set(facade)

@@ -15,11 +15,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from math import inf
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import Integer, String, make_url, select, text
+from sqlalchemy import Integer, String, event, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -302,6 +303,29 @@ def test_an_unreachable_replica_falls_back_to_the_primary(replica: Replica) -> N
     try:
         with uow.read_only():
             assert not _in_recovery(uow.session)
+    finally:
+        db.dispose()
+
+
+def test_an_unreachable_replica_is_left_out_for_a_while(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = make_url(replica.url).set(port=free_port()).render_as_string(False)
+    db = Database(postgres_url(), replicas=[dead, replica.url])
+    attempts: list[str] = []
+    event.listen(db.replica_engines[0], "do_connect", lambda *_: attempts.append("dead"))
+    uow = Uow(db)
+    try:
+        seen = []
+        for _ in range(4):
+            with uow.read_only():
+                seen.append(_in_recovery(uow.session))
+        # The dead replica's first turn costs one attempt; its next turns go to the other.
+        assert (seen, attempts) == ([True] * 4, ["dead"])
+        monkeypatch.setattr(db, "_replica_down_until", [-inf, -inf])  # as after 5 s
+        with uow.read_only():
+            assert _in_recovery(uow.session)
+        assert attempts == ["dead", "dead"]
     finally:
         db.dispose()
 
