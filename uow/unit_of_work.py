@@ -551,38 +551,12 @@ def _leave_transaction(database: Any, frame: _Frame, failed: bool) -> bool:
         # are dropped, and its callbacks run as after a commit.
         session.rollback()
         return True
-    if _nothing_to_commit(session):
-        # Lazy BEGIN never began it on the server: a COMMIT would send nothing and change
-        # nothing. The session is closed right after (`_exit`), ending it the same way.
-        return True
     try:
         _commit_noting_writes(database, session)
     except BaseException:
         _rollback(session.rollback, raise_errors=False)
         raise
     return True
-
-
-def _nothing_to_commit(session: Any) -> bool:
-    """Whether committing `session` could neither send anything nor change anything the caller
-    can see: its transaction is active and was never begun on the server (lazy BEGIN: no
-    write yet), it has nothing to flush, commits expire nothing, and no listener waits for
-    the commit. The outermost block then just closes the session, as the commit would have."""
-    transaction = getattr(session, "_transaction", None)
-    if (
-        transaction is None
-        or transaction.nested
-        or not transaction.is_active
-        or session.expire_on_commit
-        or session._new
-        or session._deleted
-        or session.identity_map._modified
-    ):
-        return False
-    dispatch = session.dispatch
-    if dispatch.before_commit or dispatch.after_commit:
-        return False
-    return not any(has_written(entry[0]) for entry in transaction._connections.values())
 
 
 def _commit_noting_writes(database: Any, session: Session) -> None:
