@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
@@ -93,20 +92,27 @@ def install(engine: Engine, begin_statement: str) -> None:
         # For writes sent through the driver, which this module's hook never sees (COPY).
         record.info[BEGIN_STATEMENT] = begin_statement
 
-    def must_begin(connection: Connection, context: ExecutionContext | None) -> bool:
+    def must_begin(connection: Connection) -> bool:
+        """For a statement that may write: whether BEGIN goes before it."""
         try:
             info = connection.info
         except NotImplementedError:
             return False  # the bare connection SQLAlchemy sets its dialect up on
         if info.get(BEGUN) or not connection.in_transaction():
             return False
-        if "isolation_level" in connection.get_execution_options():
-            return False  # AUTOCOMMIT wants no transaction; another level makes the driver begin
-        return not _can_run_outside_a_transaction(connection, context)
+        # AUTOCOMMIT wants no transaction; another level makes the driver begin.
+        return "isolation_level" not in connection.get_execution_options()
 
     def around(execute: Execute, call: ExecuteCall) -> None:
+        context = call.context
         connection = call.connection
-        if connection is None or not must_begin(connection, call.context):
+        # A plain read, the common case, is answered first: it never begins the transaction,
+        # whatever the connection's state.
+        if (
+            connection is None
+            or _can_run_outside_a_transaction(connection, context)
+            or not must_begin(connection)
+        ):
             execute(call)
             return
         dbapi_connection: Any = connection.connection.dbapi_connection
@@ -194,7 +200,7 @@ def _end_transactions_begun_by_hand(engine: Engine) -> None:
     dialect.do_rollback = ending(dialect.do_rollback, "ROLLBACK")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, per statement
 class ExecuteCall:
     """One call of a dialect's `do_execute`, `do_executemany` or `do_execute_no_params`."""
 
@@ -267,28 +273,32 @@ def _can_run_outside_a_transaction(
     connection: Connection, context: ExecutionContext | None
 ) -> bool:
     """Whether a statement may run before BEGIN: a plain read, where reads need no snapshot."""
-    dialect = connection.dialect
-    if dialect.name != "sqlite" and dialect.default_isolation_level in _SNAPSHOT_LEVELS:
-        # The server's default (default_transaction_isolation) takes snapshots: eager. (SQLite
-        # reports SERIALIZABLE, which its locking gives every transaction anyway.)
-        return False
     if context is None:
         return False  # exec_driver_sql: SQL text, which may write
-    # A server-side cursor (iterator() on PostgreSQL) needs a transaction; SQLite streams
-    # without one.
-    if context.execution_options.get("stream_results") and dialect.name != "sqlite":
-        return False
     compiled = context.compiled
     if compiled is None:
         return False
-    verdict = _plain_reads.get(compiled)
+    dialect = connection.dialect
+    if dialect.name != "sqlite":
+        # The server's default (default_transaction_isolation) takes snapshots: eager. (SQLite
+        # reports SERIALIZABLE, which its locking gives every transaction anyway.) Not known
+        # yet while SQLAlchemy sets the dialect up, at the first connect.
+        if getattr(dialect, "default_isolation_level", None) in _SNAPSHOT_LEVELS:
+            return False
+        # A server-side cursor (iterator() on PostgreSQL) needs a transaction; SQLite streams
+        # without one.
+        if context.execution_options.get("stream_results"):
+            return False
+    # Compiled statements are cached by SQLAlchemy, so each is looked at once: the verdict is
+    # kept on the compiled object (an attribute is cheaper to read than a weak mapping).
+    kept: dict[str, Any] = compiled.__dict__
+    verdict: bool | None = kept.get(_VERDICT)
     if verdict is None:
-        verdict = _plain_reads[compiled] = _is_plain_read(compiled.statement)
+        verdict = kept[_VERDICT] = _is_plain_read(compiled.statement)
     return verdict
 
 
-# Compiled statements are cached by SQLAlchemy, so each is looked at once.
-_plain_reads: WeakKeyDictionary[Any, bool] = WeakKeyDictionary()
+_VERDICT = "_uow_plain_read"
 
 # Functions that read and compute, nothing more: a SELECT calling anything else may write
 # (`SELECT my_function()`) or set transaction state (`set_config(..., true)`,
