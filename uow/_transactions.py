@@ -54,7 +54,8 @@ def install(engine: Engine) -> None:
     def rollback_and_forget(pooled: Any) -> None:
         # At BEGIN too: the pool may end a transaction by itself, through this method or not.
         _forget_transaction(pooled)
-        rollback(pooled)
+        if not _no_transaction(pooled):
+            rollback(pooled)
 
     dialect.do_rollback_to_savepoint = rollback_to_and_release
     dialect.do_begin = begin_afresh
@@ -67,7 +68,8 @@ def install(engine: Engine) -> None:
         # `pooled` is the pool's proxy of the connection: its `info` is the connection's.
         error = pooled.info.get(FAILED)
         if not _aborted(pooled.dbapi_connection, error):
-            commit(pooled)
+            if not _no_transaction(pooled):
+                commit(pooled)
             return
         # Roll back here, before raising: SQLAlchemy marks its transaction finished when its
         # COMMIT fails, and would not send a ROLLBACK afterwards. Through the dialect, whose
@@ -100,6 +102,26 @@ def install(engine: Engine) -> None:
             raise
 
     around_each_execution(engine, remembering_failures)
+
+
+def _no_transaction(pooled: Any) -> bool:
+    """Whether the driver says its connection has no transaction open, so that its commit()
+    and rollback() would do nothing (lazy BEGIN: a block that did not write). Known locally, no
+    round trip: psycopg 3 (sync, or async behind SQLAlchemy's adapter) outside pipeline mode,
+    and sqlite3 (under aiosqlite too). Other drivers are always asked to commit or roll back."""
+    dbapi_connection = getattr(pooled, "dbapi_connection", pooled)  # the pool's proxy, or bare
+    if dbapi_connection is None:
+        return False
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    module = type(driver).__module__
+    if module == "psycopg" or module.startswith("psycopg."):  # not psycopg2
+        return bool(driver.pgconn.transaction_status == _PSYCOPG_IDLE) and not driver._pipeline
+    if module == "sqlite3" or module.startswith("aiosqlite."):
+        return not driver.in_transaction
+    return False
+
+
+_PSYCOPG_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 
 
 def _aborted(dbapi_connection: Any, error: BaseException | None) -> bool:
