@@ -4,9 +4,11 @@
 pools the throwaway PostgreSQL server of `scripts/with-postgres`. Without it the tests that need
 it skip with a reason, unless UOW_REQUIRE_PGBOUNCER=1 (set by `.ci/run`), where they fail.
 
-The pool is deliberately small (`POOL_SIZE` server connections for many clients), so clients
-really share server connections between transactions: a statement that relies on state left on
-a server connection (a prepared statement, a session setting) meets another client's server.
+The pool is small (`POOL_SIZE` server connections for many clients), all opened at start, and
+lent round-robin (`server_round_robin`: the least recently used idle one first), so even one
+client's consecutive transactions, and statements outside a transaction, go to different server
+connections: a statement that relies on state another one left on a server connection (a
+prepared statement, a session setting) fails there, every time.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from tests.servers import free_port, server_binary
 
@@ -62,6 +66,9 @@ def running_pgbouncer(postgres_url: str) -> Iterator[str]:
                 f"auth_file = {directory / 'userlist.txt'}",
                 "pool_mode = transaction",
                 f"default_pool_size = {POOL_SIZE}",
+                f"min_pool_size = {POOL_SIZE}",
+                "server_round_robin = 1",
+                "server_idle_timeout = 0",
                 "max_client_conn = 1000",
                 f"logfile = {directory / 'pgbouncer.log'}",
                 f"pidfile = {directory / 'pgbouncer.pid'}",
@@ -83,11 +90,24 @@ def running_pgbouncer(postgres_url: str) -> Iterator[str]:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         _wait_until_listening(port, process, directory)
-        yield server.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+        url = server.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+        _open_every_server_connection(url)
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _open_every_server_connection(url: str) -> None:
+    """Have PgBouncer open all POOL_SIZE server connections now: as many clients, each holding
+    one in a transaction at the same time."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None})
+    with ExitStack() as stack:
+        for _ in range(POOL_SIZE):
+            connection = stack.enter_context(engine.connect())
+            connection.execute(text("SELECT 1"))  # begins a transaction: the server stays lent
+    engine.dispose()
 
 
 def _wait_until_listening(port: int, process: subprocess.Popen[bytes], directory: Path) -> None:

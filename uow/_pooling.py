@@ -11,16 +11,17 @@ another client: a prepared statement above all. So, for `transaction_pooling=Tru
 - asyncpg prepares every statement under SQLAlchemy's adapter, and prepares it (a round trip)
   before it executes it (another): two exchanges that, outside a transaction, may reach two
   server connections. Its caches are turned off (`statement_cache_size=0` for asyncpg's,
-  `prepared_statement_cache_size=0` for the adapter's), each statement gets a name no other
-  client can be using (SQLAlchemy's `prepared_statement_name_func`), and BEGIN is eager: every
-  statement then runs inside a transaction, on the one server connection it holds.
+  `prepared_statement_cache_size=0` for the adapter's), each statement is PostgreSQL's unnamed
+  statement (SQLAlchemy's `prepared_statement_name_func`), which the next statement replaces,
+  so none is left behind on a server connection (asyncpg closes a named one only at its next
+  statement, which may go to another server connection), and BEGIN is eager: a statement's two
+  exchanges then run inside one transaction, on the one server connection it holds.
 - psycopg2 interpolates parameters on the client and prepares nothing: nothing to change.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from uuid import uuid4
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -43,17 +44,17 @@ def configure(url: URL, options: dict[str, Any]) -> bool:
     connect_args = dict(options.get("connect_args") or {})
     driver = url.get_driver_name()
     lazy = True
-    if driver == "psycopg":
+    if driver in ("psycopg", "psycopg_async"):
         connect_args.setdefault("prepare_threshold", None)
     elif driver == "asyncpg":
         connect_args.setdefault("statement_cache_size", 0)
         connect_args.setdefault("prepared_statement_cache_size", 0)
-        connect_args.setdefault("prepared_statement_name_func", _unique_statement_name)
+        connect_args.setdefault("prepared_statement_name_func", _unnamed_statement)
         lazy = False
     options["connect_args"] = connect_args
     return lazy
 
 
-def _unique_statement_name() -> str:
-    """A prepared statement's name that no other client of the pooler can be using."""
-    return f"__uow_{uuid4().hex}__"
+def _unnamed_statement() -> str:
+    """The name of PostgreSQL's unnamed statement, which the next statement replaces."""
+    return ""

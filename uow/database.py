@@ -92,7 +92,7 @@ class Database:
             it), which may hand each transaction, and each statement outside one, another
             server connection. The driver then prepares no statement a later one relies on:
             psycopg 3 gets `prepare_threshold=None`; asyncpg gets its statement caches turned
-            off, a unique name per prepared statement, and eager BEGIN (it prepares and runs a
+            off, the unnamed statement for each statement, and eager BEGIN (it prepares and runs a
             statement in two exchanges, which must share a transaction). Values of your own in
             `engine_options["connect_args"]` win. PostgreSQL only: `ValueError` on SQLite.
 

@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -230,6 +231,17 @@ class DatabaseSettings(BaseSettings):
     @classmethod
     def _resolve_replica_urls(cls, value: tuple[str, ...]) -> tuple[DatabaseURL, ...]:
         return tuple(_resolved_url(url) for url in value)
+
+    @field_validator("transaction_pooling")
+    @classmethod
+    def _pooling_is_for_postgresql(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("url")  # absent when the URL itself was invalid
+        if value and url is not None and make_url(url).get_backend_name() != "postgresql":
+            raise ValueError(
+                "transaction pooling is for PostgreSQL behind a pooler such as PgBouncer, and "
+                f"{ENV_PREFIX}URL is a {make_url(url).get_backend_name()} URL"
+            )
+        return value
 
     @field_validator("sqlite_transaction_mode", mode="before")
     @classmethod

@@ -9,11 +9,12 @@ break there (so the suite's passing through it means something), and what the op
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 
 from repositories import AsyncRepository
@@ -21,7 +22,7 @@ from tests.conftest import postgres_url, reset_postgres
 from tests.models import AppUnitOfWork, Base, User
 from tests.pgbouncer_server import POOL_SIZE
 from uow import AsyncDatabase, AsyncUnitOfWork, Database
-from uow.settings import DatabaseSettings
+from uow.settings import DatabaseSettings, SettingsError
 
 pytestmark = pytest.mark.pgbouncer
 
@@ -30,7 +31,11 @@ class AsyncAppUnitOfWork(AsyncUnitOfWork):
     users: AsyncRepository[User]
 
 
-ASYNC_DRIVERS = {"asyncpg": "postgresql+asyncpg", "psycopg-async": "postgresql+psycopg"}
+ASYNC_DRIVERS = {
+    "asyncpg": "postgresql+asyncpg",
+    "psycopg-async": "postgresql+psycopg",
+    "psycopg_async": "postgresql+psycopg_async",
+}
 
 
 @pytest.fixture
@@ -48,25 +53,6 @@ def pooled(pgbouncer_url: str) -> Iterator[str]:
         database.dispose()
 
 
-class HeldServerConnection:
-    """Another client of the pooler, holding the server connection it was lent in an open
-    transaction: PgBouncer lends the most recently used idle server connection first, so the
-    next client's statement goes to another server connection than its previous one did."""
-
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url, connect_args={"prepare_threshold": None})
-
-    def __enter__(self) -> int:
-        self.connection = self.engine.connect()
-        self.connection.begin()
-        return int(self.connection.scalar(text("SELECT pg_backend_pid()")) or 0)
-
-    def __exit__(self, *exc: object) -> None:
-        self.connection.rollback()
-        self.connection.close()
-        self.engine.dispose()
-
-
 def _server_pid(database: Database) -> int:
     with database.engine.connect() as connection:
         return int(connection.scalar(text("SELECT pg_backend_pid()")) or 0)
@@ -75,17 +61,13 @@ def _server_pid(database: Database) -> int:
 def test_the_pooler_lends_a_server_connection_per_transaction_not_per_client(
     pooled: str,
 ) -> None:
-    # One client connection (pool_size=1) sees another server connection once the one it used
-    # last is held by someone else: pooling by transaction, not by client.
+    # One client connection (pool_size=1), statements one after the other: each goes to the
+    # server connection idle the longest, so they visit every one of them in turn.
     database = Database(pooled, {"pool_size": 1, "max_overflow": 0}, transaction_pooling=True)
     try:
-        first = _server_pid(database)
-        with HeldServerConnection(pooled) as held:
-            second = _server_pid(database)
-        assert held == first
-        assert second != first
-        servers = {_server_pid(database) for _ in range(3)}
-        assert len(servers) <= POOL_SIZE
+        servers = [_server_pid(database) for _ in range(2 * POOL_SIZE)]
+        assert len(set(servers)) == POOL_SIZE
+        assert all(a != b for a, b in itertools.pairwise(servers))
     finally:
         database.dispose()
 
@@ -103,15 +85,13 @@ def test_psycopg_prepared_statements_break_behind_the_pooler_unless_told(
     database = Database(pooled, transaction_pooling=transaction_pooling)
     uow = AppUnitOfWork(database)
     try:
-        # psycopg prepares a query from its fifth run (prepare_threshold=5) on the server
-        # connection it then holds; the next run goes to another one.
-        _read_the_same_query(uow, 6)
-        with HeldServerConnection(pooled):
-            if transaction_pooling:
-                _read_the_same_query(uow, 2)
-            else:
-                with pytest.raises(DBAPIError, match=r"prepared statement \S+ does not exist"):
-                    _read_the_same_query(uow, 2)
+        # psycopg prepares a query from its fifth run (prepare_threshold=5), on the server
+        # connection that run went to; the next run goes to another one.
+        if transaction_pooling:
+            _read_the_same_query(uow, 10)
+        else:
+            with pytest.raises(DBAPIError, match=r"prepared statement \S+ does not exist"):
+                _read_the_same_query(uow, 10)
     finally:
         database.dispose()
 
@@ -131,66 +111,81 @@ def test_asyncpg_prepared_statements_break_behind_the_pooler_unless_told(
 
     async def scenario() -> None:
         try:
-            await read(2)  # SQLAlchemy's adapter keeps the statement it prepared
-            with HeldServerConnection(pooled):
-                if transaction_pooling:
-                    await read(2)
-                else:
-                    with pytest.raises(DBAPIError, match=r"prepared statement \S+ does not exist"):
-                        await read(2)
+            if transaction_pooling:
+                await read(10)
+            else:
+                # SQLAlchemy's adapter prepares a statement in one exchange and runs it in the
+                # next, which goes to another server connection.
+                with pytest.raises(DBAPIError, match=r"prepared statement \S+ does not exist"):
+                    await read(10)
         finally:
             await adb.dispose()
 
     asyncio.run(scenario())
 
 
-def test_psycopg_never_prepares_and_keeps_lazy_begin(pooled: str) -> None:
+def _prepared_statements(names: Any) -> set[str]:
+    return set(str(names).split(",")) if names else set()
+
+
+def test_asyncpg_leaves_no_prepared_statement_on_the_servers(pooled: str) -> None:
+    names = text("SELECT string_agg(name, ',') FROM pg_prepared_statements")
+    # What earlier tests left on the server connections (each visited in turn, twice).
     database = Database(pooled, transaction_pooling=True)
-    try:
-        assert database.lazy_begin
-        with database.engine.connect() as connection:
-            assert connection.connection.dbapi_connection.prepare_threshold is None
-    finally:
-        database.dispose()
+    before: set[str] = set()
+    for _ in range(2 * POOL_SIZE):
+        with database.engine.connect() as connection:  # a transaction each (text() begins it)
+            before |= _prepared_statements(connection.scalar(names))
+    database.dispose()
+    url = make_url(pooled).set(drivername="postgresql+asyncpg")
+    adb = AsyncDatabase(url, transaction_pooling=True)
+    uow = AsyncAppUnitOfWork(adb)
+
+    async def scenario() -> set[str]:
+        try:
+            left = set()
+            for _ in range(4 * POOL_SIZE):
+                async with uow:
+                    await uow.users.one(email="ada@example.com")
+                    left |= _prepared_statements(await uow.session.scalar(names))
+            return left
+        finally:
+            await adb.dispose()
+
+    # Named statements would pile up on the server connections (asyncpg closes one at its next
+    # statement, which goes to another server connection): the unnamed one is replaced instead.
+    assert asyncio.run(scenario()) - before == set()
 
 
-def test_connect_args_of_the_caller_win(pooled: str) -> None:
-    database = Database(
-        pooled, {"connect_args": {"prepare_threshold": 50}}, transaction_pooling=True
-    )
-    try:
-        with database.engine.connect() as connection:
-            assert connection.connection.dbapi_connection.prepare_threshold == 50
-    finally:
-        database.dispose()
-
-
-@pytest.mark.parametrize(("driver", "lazy"), [("asyncpg", False), ("psycopg-async", True)])
+@pytest.mark.parametrize(
+    ("driver", "lazy"),
+    [("asyncpg", False), ("psycopg-async", True)],
+)
 def test_async_drivers_behind_the_pooler(pooled: str, driver: str, lazy: bool) -> None:
     url = make_url(pooled).set(drivername=ASYNC_DRIVERS[driver])
     adb = AsyncDatabase(url, transaction_pooling=True)
     uow = AsyncAppUnitOfWork(adb)
+    now = select(func.now())  # the time its transaction began
 
     async def scenario() -> list[Any]:
         try:
             async with uow:
-                user = await uow.users.first_or_create(
-                    email="grace@example.com", defaults={"name": "Grace"}
-                )
-                # asyncpg: BEGIN is eager, so even the first read is inside a transaction.
-                in_transaction = await uow.session.scalar(
-                    text("SELECT now() <> statement_timestamp()")
-                )
-            async with uow:
-                count = await uow.users.count()
-            return [user.name, in_transaction, count]
+                # Two plain reads: outside a transaction (lazy BEGIN) each is a transaction of
+                # its own, with its own now(); in a transaction begun before them, one now().
+                in_one_transaction = await uow.session.scalar(now) == await uow.session.scalar(now)
+            for _ in range(2 * POOL_SIZE):  # on every server connection, more than once
+                async with uow:
+                    user = await uow.users.first_or_create(
+                        email="grace@example.com", defaults={"name": "Grace"}
+                    )
+                    count = await uow.users.count()
+            return [in_one_transaction, user.name, count]
         finally:
             await adb.dispose()
 
     assert adb.lazy_begin is lazy
-    name, in_transaction, count = asyncio.run(scenario())
-    assert (name, count) == ("Grace", 2)
-    assert in_transaction  # after the INSERT: a transaction on every driver
+    # asyncpg begins eagerly: even a read-only block's first statement is in a transaction.
+    assert asyncio.run(scenario()) == [not lazy, "Grace", 2]
 
 
 def test_replicas_get_the_same_set_up(pooled: str) -> None:
@@ -212,12 +207,19 @@ def test_the_setting_reaches_the_database(pooled: str, monkeypatch: pytest.Monke
     try:
         assert database.transaction_pooling
         assert adb.transaction_pooling
-        _read_the_same_query(AppUnitOfWork(database), 6)
-        with HeldServerConnection(pooled):
-            _read_the_same_query(AppUnitOfWork(database), 2)
+        _read_the_same_query(AppUnitOfWork(database), 10)
     finally:
         database.dispose()
         asyncio.run(adb.dispose())
+
+
+def test_the_setting_with_a_sqlite_url_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///app.db")
+    monkeypatch.setenv("DATABASE_TRANSACTION_POOLING", "true")
+    with pytest.raises(SettingsError, match=r"DATABASE_TRANSACTION_POOLING: .*PostgreSQL"):
+        DatabaseSettings()
 
 
 def test_sqlite_refuses_the_option() -> None:

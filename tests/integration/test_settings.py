@@ -111,7 +111,6 @@ def test_with_no_variables_the_url_is_the_sqlite_file_app_db() -> None:
         ("lazy_begin", "false", False),
         ("replica_urls", "sqlite:///r.db", ("sqlite:///r.db",)),
         ("replica_lag_window", "0.5", 0.5),
-        ("transaction_pooling", "true", True),
     ],
 )
 def test_each_field_is_read_from_its_database_variable_and_nothing_else_changes(
