@@ -312,13 +312,16 @@ def template_conditions(
         column = getattr(model, name)
         if isinstance(value, _COLLECTIONS) or _beyond(column, value, dialect) is not None:
             return None
-        if column.type.coerce_compared_value(operators.eq, value) is not column.type:
+        # The mapped column's own type: `column.type` (the attribute's) is the same object,
+        # found through the attribute's comparator at a cost of microseconds per read.
+        column_type = fields.columns[name].columns[0].type
+        if column_type.coerce_compared_value(operators.eq, value) is not column_type:
             return None  # compared as its own type (a datetime against a DATE column)
         parameter = f"uow_lookup_{position}"
         made = _templates.setdefault(model, {})
         condition = made.get((name, op, position))
         if condition is None:
-            placeholder = bindparam(parameter, type_=column.type)
+            placeholder = bindparam(parameter, type_=column_type)
             condition = made[(name, op, position)] = _TEMPLATE_OPERATORS[op](column, placeholder)
         conditions.append(condition)
         values[parameter] = value
