@@ -66,6 +66,7 @@ __all__ = [
 _LAZY_DRIVERS = frozenset(
     {
         ("postgresql", "psycopg"),
+        ("postgresql", "psycopg_async"),  # SQLAlchemy's other name for async psycopg
         ("postgresql", "asyncpg"),
         ("sqlite", "pysqlite"),
         ("sqlite", "aiosqlite"),

@@ -351,3 +351,16 @@ async def test_postgresql_urls_of_the_test_server_name_each_async_driver() -> No
             assert adb.lazy_begin
         finally:
             await adb.dispose()
+
+
+async def test_the_psycopg_async_spelling_of_the_url_gets_lazy_begin_too() -> None:
+    adb = AsyncDatabase(async_postgres_url("psycopg_async"))  # SQLAlchemy's other name for it
+    uow = AppAsyncUnitOfWork(adb)
+    now = select(func.now())  # the time the statement's transaction began
+    try:
+        assert adb.lazy_begin
+        async with uow:
+            # Two reads outside a transaction: two transactions of their own, two times.
+            assert await uow.session.scalar(now) != await uow.session.scalar(now)
+    finally:
+        await adb.dispose()

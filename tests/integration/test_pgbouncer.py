@@ -159,7 +159,7 @@ def test_asyncpg_leaves_no_prepared_statement_on_the_servers(pooled: str) -> Non
 
 @pytest.mark.parametrize(
     ("driver", "lazy"),
-    [("asyncpg", False), ("psycopg-async", True)],
+    [("asyncpg", False), ("psycopg-async", True), ("psycopg_async", True)],
 )
 def test_async_drivers_behind_the_pooler(pooled: str, driver: str, lazy: bool) -> None:
     url = make_url(pooled).set(drivername=ASYNC_DRIVERS[driver])
