@@ -230,9 +230,12 @@ class _Loader:
         through `Session.get`'s own steps (`_get_impl`: its shape, the identity map, an
         expired object), with `load` for its SELECT.
         """
-        if type(pk) in _SCALAR_KEYS and len(self.mapper.primary_key) == 1:
-            if (self.identity_class, (pk,), None) not in session.identity_map:
-                return self.select_by_key(session, (pk,))
+        if (
+            type(pk) in _SCALAR_KEYS
+            and len(self.mapper.primary_key) == 1
+            and (self.identity_class, (pk,), None) not in session.identity_map
+        ):
+            return self.select_by_key(session, (pk,))
         return session._get_impl(self.mapper.class_, pk, self.load)
 
     def load(
