@@ -25,6 +25,8 @@ __all__ = [
     "BEGUN",
     "FAILED",
     "LAZY",
+    "READ_ONLY_OPTION",
+    "begin_statement",
     "has_written",
     "protected_write",
 ]
@@ -37,6 +39,18 @@ LAZY = "uow_lazy_begin"
 BEGIN_STATEMENT = "uow_begin_statement"
 BEGUN = "uow_begun_on_server"
 FAILED = "uow_transaction_failed_by"
+# The execution option (SQLAlchemy's own, for PostgreSQL) that makes a connection's
+# transactions READ ONLY: uow sets it on the connection of a `read_only()` block.
+READ_ONLY_OPTION = "postgresql_readonly"
+
+
+def begin_statement(connection: Connection, default: str = "BEGIN") -> str:
+    """What begins the connection's transaction on the server where BEGIN is sent by hand (lazy
+    BEGIN): the engine's statement, `BEGIN READ ONLY` for a read-only block's connection."""
+    statement: str = connection.info.get(BEGIN_STATEMENT, default)
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        return f"{statement} READ ONLY"
+    return statement
 
 
 def has_written(connection: Connection) -> bool:

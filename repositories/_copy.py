@@ -21,7 +21,7 @@ from sqlalchemy import Column, bindparam, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_
 
-from repositories._connection import BEGIN_STATEMENT, BEGUN, FAILED, LAZY, has_written
+from repositories._connection import BEGUN, FAILED, LAZY, begin_statement, has_written
 from repositories._fields import fields_of
 
 if TYPE_CHECKING:
@@ -180,5 +180,5 @@ def _begin_on_server(connection: Connection) -> None:
     if not info.get(LAZY, False) or info.get(BEGUN, False) or not connection.in_transaction():
         return  # eager BEGIN (the driver begins by itself), already begun, or autocommit
     # The same statement, sent the same way, as uow._begin's hook before a statement it sees.
-    connection.connection.dbapi_connection.execute(info.get(BEGIN_STATEMENT, "BEGIN"))  # type: ignore[union-attr]
+    connection.connection.dbapi_connection.execute(begin_statement(connection))  # type: ignore[union-attr]
     info[BEGUN] = True

@@ -46,6 +46,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.util import await_
 
 from repositories._connection import BEGIN_STATEMENT, BEGUN, LAZY
+from repositories._connection import begin_statement as read_only_or
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine, ExecutionContext
@@ -118,15 +119,16 @@ def install(engine: Engine, begin_statement: str) -> None:
             return
         dbapi_connection: Any = connection.connection.dbapi_connection
         connection.info[BEGUN] = True
+        begin = read_only_or(connection, begin_statement)
         if _pipelines(dbapi_connection, call.cursor):
             # BEGIN and the first write leave in one network round trip (psycopg's pipeline
             # mode): the write waits for no separate answer to BEGIN. Errors are raised at
             # the pipeline's end, inside the dialect's execute, as without it.
             with dbapi_connection.pipeline():
-                dbapi_connection.execute(begin_statement)
+                dbapi_connection.execute(begin)
                 execute(call)
             return
-        send(dbapi_connection, begin_statement)
+        send(dbapi_connection, begin)
         execute(call)
 
     event.listen(engine.pool, "connect", on_connect)

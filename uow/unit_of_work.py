@@ -32,7 +32,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
-from repositories._connection import has_written
+from repositories._connection import READ_ONLY_OPTION, has_written
 from repositories.async_repository import AsyncRepository
 from repositories.repository import Repository
 from uow import _retry, _transactions
@@ -133,18 +133,20 @@ class UnitOfWorkBase:
             first = frames[0]
             frame = _Frame(first.session, first.facade, first.session.begin_nested())
         else:
-            if read_only:
-                _route_to_replica(self.database, self._scoped())
+            routed = read_only and _route_to_replica(self.database, self._scoped())
             facade = self._scoped()()
             session: Session = getattr(facade, "sync_session", facade)
             if _retired(session):  # the ended block's session, in a copied context
                 self._scoped()._forget()
                 facade = self._scoped()()
                 session = getattr(facade, "sync_session", facade)
-            if not session.in_transaction():
+            fresh = not session.in_transaction()
+            if fresh:
                 session.begin()
             if read_only and hasattr(session, "info"):  # (not the in-memory one of uow.testing)
                 _make_read_only(session)
+                if fresh and not routed:  # (a replica's connection is read-only already)
+                    _read_only_connection(session)
             frame = _Frame(session, facade, None)
         self._set_frames((*frames, frame))
 
@@ -316,10 +318,10 @@ class UnitOfWork(UnitOfWorkBase):
         and left out for the next 5 seconds; with none left the block uses the primary). Lazy
         BEGIN applies there as on the primary. The block may not write: a flush of new,
         changed or deleted objects, an ORM INSERT, UPDATE or DELETE and `FOR UPDATE` raise
-        `UnitOfWorkError` before any SQL, and a replica refuses any other write itself
-        (PostgreSQL's "read-only transaction" error).
-        The block commits nothing: it ends with a rollback (which lazy BEGIN makes send
-        nothing), and its on_commit callbacks run then.
+        `UnitOfWorkError` before any SQL, and on PostgreSQL, replica or primary, its
+        transaction is READ ONLY, so the server refuses any other write (SQL text, COPY) with
+        its "read-only transaction" error. The block commits nothing: it ends with a rollback
+        (which lazy BEGIN makes send nothing), and its on_commit callbacks run then.
 
         It runs on the primary instead, so that it sees this context's own writes: nested in
         a `with uow:` block (it then is a plain nested block of that transaction), when this
@@ -433,19 +435,20 @@ _READ_ONLY = "uow_read_only"
 REPLICA_RETRY_AFTER = 5.0
 
 
-def _route_to_replica(database: Any, scoped: Any) -> None:
+def _route_to_replica(database: Any, scoped: Any) -> bool:
     """Put a session bound to the next replica that answers in this context's registry, unless
-    the block must see this context's own writes (it then stays on the primary)."""
+    the block must see this context's own writes (it then stays on the primary). Whether it
+    did."""
     factories = getattr(database, "_replica_factories", ())
     if not factories:
-        return
+        return False
     if time.monotonic() - database._last_write.get() < database.replica_lag_window:
-        return  # this context committed a write just now: a replica may not have it yet
+        return False  # this context committed a write just now: a replica may not have it yet
     registry = scoped.registry
     if registry.has():
         current = registry()
         if not _retired(getattr(current, "sync_session", current)):
-            return  # the context's session is in use (db.s), with whatever it did so far
+            return False  # the context's session is in use (db.s), with whatever it did so far
         scoped._forget()
     down_until = database._replica_down_until
     for _ in factories:
@@ -455,7 +458,7 @@ def _route_to_replica(database: Any, scoped: Any) -> None:
         facade = factories[index]()
         session = getattr(facade, "sync_session", facade)
         try:
-            session.connection()  # a pool checkout: no round trip on a healthy connection
+            _read_only_connection(session)  # a pool checkout: no round trip if it is healthy
         except (DBAPIError, OSError):
             logger.warning(
                 "a read replica did not answer; leaving it out for %s s and trying the next",
@@ -466,8 +469,9 @@ def _route_to_replica(database: Any, scoped: Any) -> None:
             session.close()
             continue
         registry.set(facade)
-        return
+        return True
     logger.warning("no read replica answered: reading from the primary")
+    return False
 
 
 def _wrote(database: Any, session: Session) -> bool:
@@ -502,6 +506,15 @@ def _make_read_only(session: Session) -> None:
     session.info[_READ_ONLY] = True
     event.listen(session, "before_flush", _check_flush)
     event.listen(session, "do_orm_execute", _check_statement)
+
+
+def _read_only_connection(session: Session) -> None:
+    """Check the session's connection out of the pool now, made to begin READ ONLY
+    transactions on PostgreSQL (SQLAlchemy's `postgresql_readonly`; lazy BEGIN sends `BEGIN
+    READ ONLY`): what the session cannot see as a write (SQL text, COPY) the server refuses.
+    The pool undoes it when the connection goes back."""
+    readonly = session.get_bind().dialect.name == "postgresql"
+    session.connection(execution_options={READ_ONLY_OPTION: True} if readonly else None)
 
 
 def _check_flush(session: Any, flush_context: Any, instances: Any) -> None:

@@ -231,6 +231,62 @@ async def test_async_writes_in_read_only_fail_clearly(replica: Replica) -> None:
         await adb.dispose()
 
 
+INSERT = text(f"INSERT INTO {Item.__tablename__} (name) VALUES ('x')")
+
+
+@pytest.mark.parametrize(
+    ("replicas", "options"),
+    [([], {}), ([], {"lazy_begin": False}), (["dead"], {})],
+    ids=["no replicas", "eager BEGIN", "no replica answers"],
+)
+def test_the_primary_refuses_sql_writes_in_read_only_too(
+    db: Database, replicas: list[str], options: dict[str, Any]
+) -> None:
+    # Where read_only() runs on the primary, its transaction is READ ONLY there too: writes
+    # the session cannot see (SQL text, COPY) fail at the server, as on a replica.
+    dead = make_url(postgres_url()).set(port=free_port()).render_as_string(False)
+    primary = Database(
+        postgres_url(),
+        {"pool_size": 1, "max_overflow": 0},  # the read-only block's connection is reused
+        replicas=[dead for _ in replicas],
+        **options,
+    )
+    uow = Uow(primary)
+    try:
+        with pytest.raises(DBAPIError, match="read-only transaction"), uow.read_only():
+            uow.session.execute(INSERT)
+        with pytest.raises(DBAPIError, match="read-only transaction"), uow.read_only():
+            uow.items.bulk_create([{"name": "x"}], return_objects=False)  # COPY
+        with uow.read_only():
+            assert uow.items.count() == 0
+        with uow:  # the same connection, writable again
+            uow.session.execute(INSERT)
+            uow.items.bulk_create([{"name": "y"}], return_objects=False)
+        with uow:
+            assert uow.items.count() == 2
+    finally:
+        primary.dispose()
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_the_primary_refuses_sql_writes_in_async_read_only_too(
+    db: Database, driver: str
+) -> None:
+    url = make_url(postgres_url()).set(drivername=f"postgresql+{driver}")
+    adb = AsyncDatabase(url, {"pool_size": 1, "max_overflow": 0})
+    uow = AsyncUow(adb)
+    try:
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            async with uow.read_only():
+                await uow.session.execute(INSERT)
+        async with uow:
+            await uow.session.execute(INSERT)
+        async with uow:
+            assert await uow.items.count() == 1
+    finally:
+        await adb.dispose()
+
+
 @pytest.fixture
 def paused(db: Database, replica: Replica) -> Iterator[None]:
     """Replay paused on the replica: it sees nothing written from now on, until the end."""
