@@ -228,6 +228,10 @@ def db(
     AsyncDatabase over the same database, whose test body runs on its own event loop (and
     whose `UnitOfWork(db)` builds an AsyncUnitOfWork's facade)."""
     pooled_url = request.getfixturevalue("pgbouncer_url") if stack_pooled(request.node) else None
+    if pooled_url is not None:
+        from tests.pgbouncer_server import open_every_server_connection
+
+        open_every_server_connection(pooled_url)  # so that consecutive statements rotate
     with fresh_database(backend, tmp_path, pooled_url) as database:
         if face == "sync":
             yield database

@@ -91,7 +91,7 @@ def running_pgbouncer(postgres_url: str) -> Iterator[str]:
     try:
         _wait_until_listening(port, process, directory)
         url = server.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
-        _open_every_server_connection(url)
+        open_every_server_connection(url)
         yield url
     finally:
         process.terminate()
@@ -99,9 +99,10 @@ def running_pgbouncer(postgres_url: str) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _open_every_server_connection(url: str) -> None:
-    """Have PgBouncer open all POOL_SIZE server connections now: as many clients, each holding
-    one in a transaction at the same time."""
+def open_every_server_connection(url: str) -> None:
+    """Have PgBouncer open all POOL_SIZE server connections now (again, if a test ended some:
+    it reopens them only as needed): as many clients, each holding one in a transaction at the
+    same time."""
     engine = create_engine(url, poolclass=NullPool, connect_args={"prepare_threshold": None})
     with ExitStack() as stack:
         for _ in range(POOL_SIZE):

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from repositories import AsyncRepository
 from tests.conftest import postgres_url, reset_postgres
 from tests.models import AppUnitOfWork, Base, User
-from tests.pgbouncer_server import POOL_SIZE
+from tests.pgbouncer_server import POOL_SIZE, open_every_server_connection
 from uow import AsyncDatabase, AsyncUnitOfWork, Database
 from uow.settings import DatabaseSettings, SettingsError
 
@@ -46,6 +46,7 @@ def pooled(pgbouncer_url: str) -> Iterator[str]:
     database.create_all(Base.metadata)
     with database.Session() as session, session.begin():
         session.add(User(email="ada@example.com", name="Ada"))
+    open_every_server_connection(pgbouncer_url)  # so that consecutive statements rotate
     try:
         yield pgbouncer_url
     finally:
