@@ -11,12 +11,17 @@ import configparser
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import psycopg  # noqa: F401  (imported here, before pytester: see below)
 import pytest
 
 from tests.conftest import postgres_url, reset_postgres
 from uow import Database
 
 pytest_plugins = ["pytester"]
+# pytester puts sys.modules back as it was after each test. A driver first imported inside a
+# test would be imported anew after it, while its C extension keeps raising the first import's
+# exception classes, which SQLAlchemy then no longer wraps: later tests of the same run would
+# see raw psycopg errors (test_replicas did, run right after this module). Hence psycopg above.
 
 ROOT = Path(__file__).resolve().parents[2]
 
