@@ -103,11 +103,29 @@ def _check_chunkable(session: Session, model: type[Any], statement: Select[Any])
 
 def _plain_session(session: Session) -> bool:
     # A listener may rewrite the statement (with_loader_criteria, say) or watch each load; a
-    # scoped_session proxy (passed in place of a session) lacks what the loader uses.
-    if not isinstance(session, Session):
+    # scoped_session proxy (passed in place of a session) lacks what the loader uses; a
+    # subclass may run statements its own way.
+    if not isinstance(session, Session) or not _runs_statements_as_sqlalchemy(type(session)):
         return False
     dispatch: Any = session.dispatch
     return not (dispatch.do_orm_execute or dispatch.loaded_as_persistent)
+
+
+# The Session methods through which the ORM paths run statements. A subclass that overrides
+# one (a cache in `get`, a tenant filter in `execute`) must see the repositories' statements,
+# so its sessions take the ORM paths, unless the class says its overrides need not see them
+# (`_repositories_plain_paths = True`, as the sync session behind uow's AsyncSession does).
+_STATEMENT_METHODS = ("get", "execute", "scalars", "scalar")
+_session_classes: WeakKeyDictionary[type[Any], bool] = WeakKeyDictionary()
+
+
+def _runs_statements_as_sqlalchemy(cls: type[Any]) -> bool:
+    verdict = _session_classes.get(cls)
+    if verdict is None:
+        verdict = _session_classes[cls] = bool(
+            getattr(cls, "_repositories_plain_paths", False)
+        ) or all(getattr(cls, name) is getattr(Session, name) for name in _STATEMENT_METHODS)
+    return verdict
 
 
 def plain_loader(session: Session, model: type[Any]) -> _Loader | None:

@@ -45,6 +45,10 @@ class _BridgedSession(Session):
     the attribute and the fix.
     """
 
+    # Its `execute` only refuses I/O outside the bridge, where the repositories never run:
+    # their shortcuts for plain models (repositories/_streaming.py) may bypass it.
+    _repositories_plain_paths = True
+
     def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
         if not in_greenlet():
             raise _lazy_load_error(statement, kwargs.get("execution_options"))
