@@ -180,16 +180,20 @@ def test_lazy_begin_applies_on_the_replica(db: Database) -> None:
         assert _in_recovery(uow.session)
 
 
+def _turns(uow: Uow, blocks: int) -> list[bool]:
+    """For each of `blocks` read-only blocks, whether it read from a replica."""
+    seen = []
+    for _ in range(blocks):
+        with uow.read_only():
+            seen.append(_in_recovery(uow.session))
+    return seen
+
+
 def test_round_robin_over_the_replicas(replica: Replica) -> None:
     # The primary's URL as a second "replica" makes the turns visible.
     db = Database(postgres_url(), replicas=[replica.url, postgres_url()])
-    uow = Uow(db)
     try:
-        seen = []
-        for _ in range(4):
-            with uow.read_only():
-                seen.append(_in_recovery(uow.session))
-        assert seen == [True, False, True, False]
+        assert _turns(Uow(db), 4) == [True, False, True, False]
     finally:
         db.dispose()
 
@@ -372,12 +376,8 @@ def test_an_unreachable_replica_is_left_out_for_a_while(
     event.listen(db.replica_engines[0], "do_connect", lambda *_: attempts.append("dead"))
     uow = Uow(db)
     try:
-        seen = []
-        for _ in range(4):
-            with uow.read_only():
-                seen.append(_in_recovery(uow.session))
         # The dead replica's first turn costs one attempt; its next turns go to the other.
-        assert (seen, attempts) == ([True] * 4, ["dead"])
+        assert (_turns(uow, 4), attempts) == ([True] * 4, ["dead"])
         monkeypatch.setattr(db, "_replica_down_until", [-inf, -inf])  # as after 5 s
         with uow.read_only():
             assert _in_recovery(uow.session)
