@@ -29,7 +29,7 @@ from typing import (
 )
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
 from repositories._connection import READ_ONLY_OPTION, has_written
@@ -512,8 +512,11 @@ def _read_only_connection(session: Session) -> None:
     """Check the session's connection out of the pool now, made to begin READ ONLY
     transactions on PostgreSQL (SQLAlchemy's `postgresql_readonly`; lazy BEGIN sends `BEGIN
     READ ONLY`): what the session cannot see as a write (SQL text, COPY) the server refuses.
-    The pool undoes it when the connection goes back."""
-    readonly = session.get_bind().dialect.name == "postgresql"
+    The pool undoes it when the connection goes back. A session bound to a connection (one
+    joining `test_transaction()`'s) has a transaction open there already, which cannot be
+    changed: it keeps the checks before SQL only."""
+    bind = session.get_bind()
+    readonly = isinstance(bind, Engine) and bind.dialect.name == "postgresql"
     session.connection(execution_options={READ_ONLY_OPTION: True} if readonly else None)
 
 

@@ -61,6 +61,21 @@ def test_units_of_work_commit_inside_and_everything_is_rolled_back_at_exit(
     assert db.engine.pool.checkedout() == 0
 
 
+def test_read_only_blocks_join_too(db: Database, uow: AppUnitOfWork) -> None:
+    # A read-only block's session joins the outer connection, whose transaction is open: it
+    # cannot be made READ ONLY there, and needs not be (the checks before SQL still apply).
+    with db.test_transaction():
+        with uow:
+            uow.users.create(email="ada@example.com", name="Ada")
+        with uow.read_only():
+            assert uow.users.count() == 1
+            with pytest.raises(UnitOfWorkError, match="read_only"):
+                uow.users.create(email="grace@example.com", name="Grace")
+        with uow:
+            assert uow.users.count() == 1
+    assert committed_count(db) == 0
+
+
 def test_an_exception_rolls_back_its_block_only_and_exit_rolls_back_after_a_failure(
     db: Database, uow: AppUnitOfWork
 ) -> None:
@@ -321,6 +336,18 @@ def adb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AsyncDatabas
     backend, _, face = str(request.param).partition("-")
     with fresh_database(backend, tmp_path) as database:
         yield AsyncDatabase(async_url(database.url.render_as_string(hide_password=False), face))
+
+
+async def test_async_read_only_blocks_join_too(adb: AsyncDatabase) -> None:
+    uow = AsyncUow(adb)
+    try:
+        async with adb.test_transaction():
+            async with uow:
+                await uow.users.create(email="ada@example.com", name="Ada")
+            async with uow.read_only():
+                assert await uow.users.count() == 1
+    finally:
+        await adb.dispose()
 
 
 async def test_async_units_of_work_join_and_everything_is_rolled_back(adb: AsyncDatabase) -> None:
