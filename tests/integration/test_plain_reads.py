@@ -11,61 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import String, event, func, inspect, select, text, update
+from sqlalchemy import event, inspect, select, text, update
 from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
-    column_property,
-    deferred,
-    mapped_column,
-    reconstructor,
     with_loader_criteria,
 )
 
 from repositories import Repository
 from repositories._streaming import plain_loader
+
+# Model shapes the plain-row loader leaves to the ORM, shared with the streaming tests.
+from tests.integration.test_streaming import Animal, Base, Computed, Deferred, Dog, Reconstructed
 from tests.models import AppUnitOfWork, Post, User
 from uow import Database
 from uow.testing import count_statements
 
 pytestmark = [pytest.mark.both_faces]
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Deferred(Base):
-    __tablename__ = "plain_deferred"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    body: Mapped[str] = deferred(mapped_column(String(50)))
-
-
-class Computed(Base):
-    __tablename__ = "plain_computed"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50))
-    shout: Mapped[str] = column_property(func.upper(name))
-
-
-class Reconstructed(Base):
-    __tablename__ = "plain_reconstructed"
-    id: Mapped[int] = mapped_column(primary_key=True)
-
-    @reconstructor
-    def _loaded(self) -> None:
-        self.loaded = True
-
-
-class Animal(Base):
-    __tablename__ = "plain_animals"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))
-    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "animal"}  # noqa: RUF012
-
-
-class Dog(Animal):
-    __mapper_args__ = {"polymorphic_identity": "dog"}  # noqa: RUF012
 
 
 def _users(uow: AppUnitOfWork, count: int) -> list[int]:
@@ -211,10 +171,10 @@ def test_models_left_to_the_orm_read_the_same(db: Database, model: type[Base]) -
     with db.engine.begin() as connection:
         table = model.__table__.name  # type: ignore[attr-defined]
         columns = {
-            "plain_deferred": "(id, body) VALUES (1, 'a'), (2, 'b')",
-            "plain_computed": "(id, name) VALUES (1, 'a'), (2, 'b')",
-            "plain_reconstructed": "(id) VALUES (1), (2)",
-            "plain_animals": "(id, kind) VALUES (1, 'animal'), (2, 'dog')",
+            "stream_deferred": "(id, body) VALUES (1, 'a'), (2, 'b')",
+            "stream_computed": "(id, name) VALUES (1, 'a'), (2, 'b')",
+            "stream_reconstructed": "(id) VALUES (1), (2)",
+            "stream_animals": "(id, kind) VALUES (1, 'animal'), (2, 'dog')",
         }[table]
         connection.execute(text(f"INSERT INTO {table} {columns}"))
     with db.Session() as session:
