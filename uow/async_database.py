@@ -15,6 +15,7 @@ from uow.async_session import AsyncScopedSession, AsyncSession
 from uow.database import (
     _begin_on_server,
     _check_can_join,
+    _check_flag,
     _check_replicas,
     _ids,
     _sessions_joining,
@@ -96,7 +97,7 @@ class AsyncDatabase:
         self.url: URL
         self.lazy_begin: bool
         self.engine: AsyncEngine
-        self.transaction_pooling: bool = bool(transaction_pooling)
+        self.transaction_pooling: bool = _check_flag("transaction_pooling", transaction_pooling)
         self.url, self.lazy_begin, self.engine = build_engine(
             _async_url(url, options), options, sqlite_transaction_mode, lazy_begin,
             create_async_engine, self.transaction_pooling,

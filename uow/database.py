@@ -98,6 +98,7 @@ class Database:
 
     Raises:
         TypeError: `replicas` is not a list or tuple of URLs.
+        TypeError: `transaction_pooling` is not a bool.
         ValueError: `transaction_pooling=True` for a database other than PostgreSQL.
         ImportError: the URL's driver is not installed; the message says what to
             `pip install` (for PostgreSQL, `"uow-repositories[postgres]"`) and never shows the
@@ -128,7 +129,7 @@ class Database:
         self.url: URL
         self.lazy_begin: bool
         self.engine: Engine
-        self.transaction_pooling: bool = bool(transaction_pooling)
+        self.transaction_pooling: bool = _check_flag("transaction_pooling", transaction_pooling)
         self.url, self.lazy_begin, self.engine = build_engine(
             url, engine_options, sqlite_transaction_mode, lazy_begin, create_engine,
             self.transaction_pooling,
@@ -339,6 +340,13 @@ def _check_replicas(replicas: Sequence[str | URL], lag_window: float) -> list[st
     if not lag_window >= 0:
         raise ValueError(f"replica_lag_window must be 0 or more seconds, not {lag_window!r}")
     return list(replicas)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    """`value`, refused unless it is a bool (`bool("no")` would be True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} takes True or False, not {type(value).__name__}")
+    return value
 
 
 def _check_can_join(database: Any) -> None:

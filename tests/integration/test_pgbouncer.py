@@ -228,3 +228,10 @@ def test_sqlite_refuses_the_option() -> None:
         Database("sqlite://", transaction_pooling=True)
     with pytest.raises(ValueError, match="transaction_pooling is for PostgreSQL"):
         AsyncDatabase("sqlite+aiosqlite://", transaction_pooling=True)
+
+
+def test_the_option_takes_a_bool() -> None:
+    with pytest.raises(TypeError, match="transaction_pooling takes True or False, not str"):
+        Database("postgresql+psycopg://app@pgbouncer/app", transaction_pooling="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="transaction_pooling takes True or False, not int"):
+        AsyncDatabase("postgresql+asyncpg://app@pgbouncer/app", transaction_pooling=1)  # type: ignore[arg-type]
